@@ -1,0 +1,14 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/* One entry point per subcommand, one file per subcommand (cmd-*.c). */
+#ifndef NBDATTACH_COMMANDS_H
+#define NBDATTACH_COMMANDS_H
+
+/* Exit statuses (documented in nbdattach(8)). */
+#define EXIT_OK 0
+#define EXIT_FAIL 1
+#define EXIT_USAGE 2
+
+/* Each returns an exit status; argv[0] is the subcommand name. */
+int cmd_map(int argc, char **argv);
+
+#endif

@@ -1,0 +1,72 @@
+# Sourced by every shell test (host and VM).  A test reports each assertion on a line of its
+# own; tests/run counts them:
+#   ok DESCRIPTION
+#   FAIL DESCRIPTION: REASON
+#   skip DESCRIPTION: REASON      (only for a prerequisite that truly cannot exist; name it)
+# Cleanups registered with `defer` run in reverse order when the script exits, whatever happens.
+
+set -u
+TOP=${TOP:-$(cd "$(dirname "$0")/.." && pwd)}
+while [ ! -f "$TOP/tests/lib.sh" ]; do TOP=$(dirname "$TOP"); done
+BUILD=${BUILD:-build}
+case "$BUILD" in /*) ;; *) BUILD=$TOP/$BUILD ;; esac
+NBDATTACH=${NBDATTACH:-$BUILD/nbdattach}
+export TOP BUILD NBDATTACH
+
+_failed=0
+_deferred=
+
+pass() { echo "ok $1"; }
+fail() { echo "FAIL $1: ${2:-failed}"; _failed=$((_failed + 1)); }
+skip() { echo "skip $1: $2"; }
+
+# check DESCRIPTION COMMAND...: passes when the command exits 0.
+check() {
+	_d=$1; shift
+	if _out=$("$@" 2>&1); then pass "$_d"; else fail "$_d" "\`$*\` failed: $(printf %s "$_out" | tail -n 3 | tr '\n' ' ')"; fi
+}
+
+# check_fails DESCRIPTION COMMAND...: passes when the command exits non-zero.
+check_fails() {
+	_d=$1; shift
+	if _out=$("$@" 2>&1); then fail "$_d" "\`$*\` unexpectedly succeeded"; else pass "$_d"; fi
+}
+
+# expect_eq DESCRIPTION EXPECTED ACTUAL
+expect_eq() {
+	if [ "$2" = "$3" ]; then pass "$1"; else fail "$1" "expected '$2', got '$3'"; fi
+}
+
+# defer COMMAND-STRING: run at exit, last registered first.
+defer() { _deferred="$1
+$_deferred"; }
+
+_run_deferred() {
+	_rc=$?
+	_list=$_deferred
+	_deferred=
+	printf '%s\n' "$_list" | while IFS= read -r _c; do
+		[ -n "$_c" ] && eval "$_c" >/dev/null 2>&1
+	done
+	[ "$_failed" -gt 0 ] && exit 1
+	exit "$_rc"
+}
+trap _run_deferred EXIT
+trap 'exit 130' INT TERM
+
+# A private scratch directory, removed at exit.
+mktmpdir() {
+	_t=$(mktemp -d "${TMPDIR:-/tmp}/nbdattach-test.XXXXXX")
+	defer "rm -rf '$_t'"
+	echo "$_t"
+}
+
+# wait_for_file PATH [SECONDS]: wait until PATH exists (servers creating their socket).
+# Uses inotify-free polling at 10 ms: only for starting third-party servers in tests.
+wait_for_file() {
+	_n=$(( ${2:-10} * 100 ))
+	while [ ! -e "$1" ] && [ "$_n" -gt 0 ]; do sleep 0.01; _n=$((_n - 1)); done
+	[ -e "$1" ]
+}
+
+in_vm() { [ -n "${NBDATTACH_VM:-}" ]; }
