@@ -70,3 +70,12 @@ wait_for_file() {
 }
 
 in_vm() { [ -n "${NBDATTACH_VM:-}" ]; }
+
+# kernel_log: the guest kernel's messages since the current test started (tests/vm/guest-init
+# writes a marker to /dev/kmsg before each test).
+kernel_log() {
+	dmesg | awk -v t="nbdattach-test-start ${NBDATTACH_TEST:-}" 'index($0, t) { keep = 1; n = 0; next } keep'
+}
+
+# count_io_errors: "I/O error" lines in the kernel log of the current test.
+count_io_errors() { kernel_log | grep -c -i 'I/O error' || true; }
