@@ -6,8 +6,7 @@
 # Cleanups registered with `defer` run in reverse order when the script exits, whatever happens.
 
 set -u
-TOP=${TOP:-$(cd "$(dirname "$0")/.." && pwd)}
-while [ ! -f "$TOP/tests/lib.sh" ]; do TOP=$(dirname "$TOP"); done
+TOP=${TOP:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
 BUILD=${BUILD:-build}
 case "$BUILD" in /*) ;; *) BUILD=$TOP/$BUILD ;; esac
 NBDATTACH=${NBDATTACH:-$BUILD/nbdattach}
@@ -43,11 +42,13 @@ $_deferred"; }
 
 _run_deferred() {
 	_rc=$?
+	set +e # a cleanup that finds nothing to clean must not turn a pass into a failure
 	_list=$_deferred
 	_deferred=
 	printf '%s\n' "$_list" | while IFS= read -r _c; do
 		[ -n "$_c" ] && eval "$_c" >/dev/null 2>&1
 	done
+	true
 	[ "$_failed" -gt 0 ] && exit 1
 	exit "$_rc"
 }
