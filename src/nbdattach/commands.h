@@ -9,6 +9,6 @@
 #define EXIT_USAGE 2
 
 /* Each returns an exit status; argv[0] is the subcommand name. */
-int cmd_map(int argc, char **argv);
+int cmd_version(int argc, char **argv);
 
 #endif

@@ -12,9 +12,20 @@ struct command {
 	const char *synopsis;
 };
 
+/* Each subcommand adds its line here and its prototype to commands.h. */
 static const struct command commands[] = {
-	{ "map", cmd_map, "map URI [--bitmap NAME|--full] [--format binary|text|nbdinfo] [--output FILE]" },
+	{ "version", cmd_version, "version" },
 };
+
+int cmd_version(int argc, char **argv)
+{
+	if (argc > 1) {
+		log_usage("version takes no arguments");
+		return EXIT_USAGE;
+	}
+	printf("nbdattach %s\n", NBDATTACH_VERSION);
+	return EXIT_OK;
+}
 
 static void usage(FILE *f)
 {
@@ -34,10 +45,8 @@ int main(int argc, char **argv)
 		usage(stdout);
 		return EXIT_OK;
 	}
-	if (!strcmp(argv[1], "--version")) {
-		printf("nbdattach %s\n", NBDATTACH_VERSION);
-		return EXIT_OK;
-	}
+	if (!strcmp(argv[1], "--version"))
+		return cmd_version(argc - 1, argv + 1);
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
 		if (!strcmp(argv[1], commands[i].name))
 			return commands[i].run(argc - 1, argv + 1);
