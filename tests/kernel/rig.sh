@@ -12,13 +12,14 @@ check "nbd generic netlink family registered" genl ctrl get name nbd
 check "systemd-udevd running" pgrep -x systemd-udevd
 check "udev database has nbd0" udevadm info --query=property --name=/dev/nbd0
 
+. "$TOP/tests/fixtures/qemu-nbd-bitmap.sh"
 tmp=$(mktmpdir)
-# A 64 MiB image with a known pattern (random data, so a mis-offset read cannot match).
+# The qemu-nbd fixture: a 64 MiB qcow2 with random contents (a mis-offset read cannot match).
 head -c $((64 << 20)) /dev/urandom > "$tmp/disk.raw"
+qemu-img convert -f raw -O qcow2 "$tmp/disk.raw" "$tmp/disk.qcow2"
+img_bitmap_add "$tmp/disk.qcow2" b0
 sock=$tmp/nbd.sock
-qemu-nbd --fork --persistent --pid-file="$tmp/qemu-nbd.pid" --socket="$sock" --format=raw \
-	--export-name=disk --shared=2 "$tmp/disk.raw"
-defer "kill \$(cat '$tmp/qemu-nbd.pid')"
+qnbd_start "$tmp/disk.qcow2" "$sock" disk b0 || fail "qemu-nbd fixture starts"
 
 # udev must see and process the device's change event when it connects.
 udevadm monitor --udev --subsystem-match=block > "$tmp/udev.log" 2>&1 &
