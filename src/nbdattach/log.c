@@ -4,7 +4,7 @@
 
 #include "log.h"
 
-static void vlog(const char *fmt, va_list ap)
+__attribute__((format(printf, 1, 0))) static void vlog(const char *fmt, va_list ap)
 {
 	char buf[1024];
 
