@@ -114,7 +114,7 @@ REGIONMAP_API int regionmap_reader_open(int fd, unsigned mode, struct regionmap_
 REGIONMAP_API const struct regionmap_info *regionmap_reader_info(const struct regionmap_reader *r);
 
 /*
- * Next region: returns 1 and fills *ret_offset/*ret_length, 0 at the verified end of the map
+ * Next region: returns 1 and fills *ret_offset and *ret_length, 0 at the verified end of the map
  * (trailer present, count, total and checksum match), or a negative errno: -ENODATA stream ended
  * before the trailer; -EBADMSG bad trailer or checksum; -EDOM unsorted or overlapping or
  * unmerged; -ERANGE past the export end; -EOVERFLOW offset+length overflows; -EINVAL zero length
