@@ -105,8 +105,12 @@ $(BUILD)/%: %.c $(LIBNA_A) $(LIBRM_A)
 $(BUILD)/fuzz/%: tests/fuzz/%.c $(RM_SRCS)
 	$(say) FUZZ $@
 	@mkdir -p $(@D)
-	$(Q)$(CLANG) -std=gnu11 -g -O1 -D_GNU_SOURCE -Isrc/regionmap -fsanitize=fuzzer,address,undefined \
-		-fno-sanitize-recover=all -o $@ $^
+	$(Q)$(CLANG) -std=gnu11 -g -O1 -D_GNU_SOURCE -Isrc/regionmap -Isrc/nbdattach -fsanitize=fuzzer,address,undefined \
+		-fno-sanitize-recover=all -o $@ $^ $(FUZZ_LIBS)
+
+# Per-target extra sources/libraries for fuzzers of nbdattach's parsers.
+$(BUILD)/fuzz/state-parse: src/nbdattach/state.c src/nbdattach/devices.c
+$(BUILD)/fuzz/state-parse: FUZZ_LIBS = $(shell $(PKG_CONFIG) --cflags --libs mount)
 
 tests: all $(UNIT_BINS) $(HELPER_BINS)
 

@@ -10,5 +10,10 @@
 
 /* Each returns an exit status; argv[0] is the subcommand name. */
 int cmd_version(int argc, char **argv);
+int cmd_attach(int argc, char **argv);
+int cmd_detach(int argc, char **argv);
+int cmd_list(int argc, char **argv);
+int cmd_status(int argc, char **argv);
+int cmd_map(int argc, char **argv);
 
 #endif

@@ -15,6 +15,11 @@ struct command {
 /* Each subcommand adds its line here and its prototype to commands.h. */
 static const struct command commands[] = {
 	{ "version", cmd_version, "version" },
+	{ "attach", cmd_attach, "attach [--tag T] [--name N] [--read-only] [--connections N] [--bitmap NAME] [--json] URI" },
+	{ "detach", cmd_detach, "detach DEVICE | --tag T [--name N] [--force]" },
+	{ "list", cmd_list, "list [--json]" },
+	{ "status", cmd_status, "status DEVICE" },
+	{ "map", cmd_map, "map URI [--bitmap NAME|--full] [--format binary|text|nbdinfo] [--output FILE]" },
 };
 
 int cmd_version(int argc, char **argv)

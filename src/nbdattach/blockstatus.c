@@ -1,0 +1,197 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <libnbd.h>
+
+#include "blockstatus.h"
+#include "cleanup.h"
+
+DEFINE_CLEANUP(struct nbd_handle *, nbd_close)
+
+/* nbd_block_status takes at most 2^32-1 bytes; a 1 MiB-aligned chunk just under that keeps
+ * request boundaries aligned to every granularity up to 1 MiB, and QEMU answers each with at
+ * most 131072 extents anyway, so a bigger chunk only means fewer round trips. */
+#define CHUNK (UINT64_C(0xFFF00000))
+
+struct blockstatus {
+	struct nbd_handle *nbd;
+	char *context;
+	uint64_t size;
+	char why[256];
+};
+
+struct walk {
+	struct blockstatus *bs;
+	uint64_t req_off, req_len, next; /* next: where the next extent must start */
+	blockstatus_fn fn;
+	void *opaque;
+	int err;
+};
+
+static int fail(struct blockstatus *bs, int err, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static int fail(struct blockstatus *bs, int err, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(bs->why, sizeof bs->why, fmt, ap);
+	va_end(ap);
+	return err;
+}
+
+/* libnbd reports errors as a thread-local message plus errno; errno may be 0 (e.g. protocol). */
+static int nbd_fail(struct blockstatus *bs, int fallback)
+{
+	int err = nbd_get_errno();
+	const char *msg = nbd_get_error();
+
+	fail(bs, 0, "%s", msg ? msg : "unknown libnbd error");
+	return -(err > 0 ? err : fallback);
+}
+
+int blockstatus_connect(const char *uri, const char *context, struct blockstatus **ret)
+{
+	_cleanup_(nbd_closep) struct nbd_handle *nbd = NULL;
+	struct blockstatus *bs;
+	int64_t size;
+
+	bs = calloc(1, sizeof *bs);
+	if (!bs)
+		return -ENOMEM;
+	*ret = bs;   /* the caller frees it even on failure so it can read blockstatus_error() */
+	nbd = nbd_create();
+	if (!nbd)
+		return nbd_fail(bs, ENOMEM);
+	/* Block status needs structured replies; libnbd requests them by default but say so. */
+	if (nbd_set_request_structured_replies(nbd, true) == -1)
+		return nbd_fail(bs, EIO);
+	if (context) {
+		bs->context = strdup(context);
+		if (!bs->context)
+			return -ENOMEM;
+		if (nbd_add_meta_context(nbd, context) == -1)
+			return nbd_fail(bs, EIO);
+	}
+	if (nbd_connect_uri(nbd, uri) == -1)
+		return nbd_fail(bs, ECONNREFUSED);
+	/* QEMU silently drops an unknown bitmap from the negotiated contexts; only this tells. */
+	if (context && nbd_can_meta_context(nbd, context) != 1)
+		return fail(bs, -ENOENT, "export does not offer dirty bitmap '%s'",
+			    context + strlen("qemu:dirty-bitmap:"));
+	size = nbd_get_size(nbd);
+	if (size < 0)
+		return nbd_fail(bs, EIO);
+	if (size == 0)
+		return fail(bs, -EINVAL, "export is empty");
+	bs->size = (uint64_t)size;
+	bs->nbd = TAKE_PTR(nbd);
+	return 0;
+}
+
+uint64_t blockstatus_size(const struct blockstatus *bs) { return bs->size; }
+
+const char *blockstatus_error(const struct blockstatus *bs)
+{
+	return bs && bs->why[0] ? bs->why : NULL;
+}
+
+/* Validate one reply before handing anything on: a hostile or buggy server must not make us
+ * loop forever (no progress) or publish extents outside what was asked. libnbd 1.14 passes
+ * extents through unchecked, and silently drops chunks for context ids it never negotiated
+ * (those then show up here as "no progress"). */
+static int check_reply(struct walk *w, const char *ctx, const uint32_t *e, size_t n)
+{
+	uint64_t end = w->req_off + w->req_len, pos = w->next;
+
+	if (strcmp(ctx, w->bs->context))
+		return fail(w->bs, -EPROTO, "server replied for unrequested context '%s'", ctx);
+	if (n == 0 || n % 2)
+		return fail(w->bs, -EPROTO, "server sent a malformed block status reply");
+	for (size_t i = 0; i < n; i += 2) {
+		if (e[i] == 0)
+			return fail(w->bs, -EPROTO, "server sent a zero-length extent at %" PRIu64, pos);
+		if (e[i] > end - pos)
+			return fail(w->bs, -EPROTO,
+				    "server sent an extent past the %s (%" PRIu64 "+%" PRIu32 ")",
+				    end == w->bs->size ? "export end" : "request", pos, e[i]);
+		pos += e[i];
+	}
+	return 0;
+}
+
+static int extent_cb(void *user_data, const char *ctx, uint64_t offset, uint32_t *e,
+		     size_t n, int *error)
+{
+	struct walk *w = user_data;
+	int r;
+
+	if (w->err)
+		return -1;
+	if (offset != w->req_off) {
+		w->err = fail(w->bs, -EPROTO, "server replied for the wrong offset");
+		goto out;
+	}
+	w->err = check_reply(w, ctx, e, n);
+	for (size_t i = 0; !w->err && i < n; i += 2) {
+		r = w->fn(w->opaque, w->next, e[i], e[i + 1]);
+		if (r < 0)
+			w->err = r;
+		w->next += e[i];
+	}
+out:
+	if (w->err)
+		*error = -w->err;
+	return w->err ? -1 : 0;
+}
+
+static int walk_chunk(struct walk *w)
+{
+	uint64_t start = w->next;
+	int r;
+
+	w->req_off = start;
+	w->req_len = w->bs->size - start < CHUNK ? w->bs->size - start : CHUNK;
+	r = nbd_block_status(w->bs->nbd, w->req_len, w->req_off,
+			     (nbd_extent_callback){ .callback = extent_cb, .user_data = w }, 0);
+	if (w->err)
+		return w->err;
+	if (r == -1)
+		return nbd_fail(w->bs, EIO);
+	if (w->next == start)
+		return fail(w->bs, -EPROTO, "server returned no extents for the bitmap at offset %"
+			    PRIu64 " (no progress)", start);
+	return 0;
+}
+
+int blockstatus_walk(struct blockstatus *bs, blockstatus_fn fn, void *opaque)
+{
+	struct walk w = { .bs = bs, .fn = fn, .opaque = opaque };
+	int r;
+
+	if (!bs->context)
+		return -EINVAL;
+	while (w.next < bs->size) {
+		r = walk_chunk(&w);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+void blockstatus_free(struct blockstatus *bs)
+{
+	if (!bs)
+		return;
+	if (bs->nbd) {
+		nbd_shutdown(bs->nbd, 0);   /* polite NBD_CMD_DISC; errors do not matter here */
+		nbd_close(bs->nbd);
+	}
+	free(bs->context);
+	free(bs);
+}

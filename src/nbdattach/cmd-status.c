@@ -1,0 +1,38 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/* nbdattach status DEVICE. Exit: 0 connected and ours, 3 not connected (or no such device),
+ * 4 connected but not nbdattach's, 1 error, 2 usage. */
+#include <inttypes.h>
+#include <stdio.h>
+
+#include "commands.h"
+#include "log.h"
+#include "ownership.h"
+
+#define EXIT_NOT_CONNECTED 3
+#define EXIT_FOREIGN 4
+
+int cmd_status(int argc, char **argv)
+{
+	struct dev_info i;
+	uint32_t index;
+
+	if (argc != 2) {
+		log_usage("status: expected exactly one DEVICE");
+		return EXIT_USAGE;
+	}
+	if (dev_parse_name(argv[1], &index) < 0) {
+		log_usage("status: '%s' is not an nbd device (expected /dev/nbdN or nbdN)", argv[1]);
+		return EXIT_USAGE;
+	}
+	if (dev_info_get(index, &i) < 0 || !i.started) {
+		printf("/dev/nbd%" PRIu32 ": not connected\n", index);
+		return EXIT_NOT_CONNECTED;
+	}
+	if (!i.ours) {
+		printf("/dev/nbd%" PRIu32 ": connected, foreign\n", index);
+		return EXIT_FOREIGN;
+	}
+	printf("/dev/nbd%" PRIu32 ": connected, nbdattach tag=%s name=%s export=%s\n", index,
+	       i.tag[0] ? i.tag : "-", i.name[0] ? i.name : "-", i.have_state ? i.st.export_name : "-");
+	return EXIT_OK;
+}

@@ -1,0 +1,38 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/* nbd devices as sysfs, libmount and /proc/swaps see them; the backend identifier that marks a
+ * device as nbdattach's. */
+#ifndef NBDATTACH_DEVICES_H
+#define NBDATTACH_DEVICES_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define DEV_ID_PREFIX "nbdattach:"
+/* "nbdattach:" + tag(64) + ":" + name(64) + ":" + cookie(32) fits; the kernel stores the
+ * string as given and prints it in sysfs, keep it well under a page. */
+#define DEV_ID_MAX 192
+#define DEV_LABEL_MAX 64
+#define DEV_MAX_INDEX 1048575u
+
+/* [A-Za-z0-9][A-Za-z0-9._-]{0,63} */
+bool dev_label_valid(const char *s);
+/* "nbdattach:TAG:NAME:COOKIE" with a fresh random 128-bit cookie. */
+int dev_identifier_new(const char *tag, const char *name, char ret[DEV_ID_MAX]);
+/* Splits an identifier; tag/name empty when absent. -EINVAL if not one of ours. */
+int dev_identifier_parse(const char *id, char ret_tag[DEV_LABEL_MAX + 1], char ret_name[DEV_LABEL_MAX + 1]);
+
+/* "/dev/nbdN" or "nbdN" -> N. */
+int dev_parse_name(const char *s, uint32_t *ret_index);
+/* Reads /sys/block/nbdN/ATTR (first line, newline stripped); -ENOENT when absent. */
+int dev_read_attr(uint32_t index, const char *attr, char *buf, size_t len);
+/* Whether /sys/block/nbdN/pid exists (the device is started). */
+bool dev_is_started(uint32_t index);
+int dev_set_read_ahead(uint32_t index, unsigned kb);
+/* Lists nbd indices the kernel has (sorted); *ret is malloc'ed. */
+int dev_list_indices(uint32_t **ret, size_t *ret_n);
+/* -EBUSY with a human description (mountpoint, swap, holder) when the device or one of its
+ * partitions is in use; 0 when free. */
+int dev_check_unused(uint32_t index, char *why, size_t why_len);
+
+#endif

@@ -1,0 +1,271 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/* The kernel speaks only simple replies and 28-byte requests, so the connection it gets must
+ * have negotiated neither structured replies nor meta contexts. libnbd does the option phase;
+ * then the socket is dup'ed out of the handle and the handle closed without nbd_shutdown (which
+ * would shutdown(2) the shared socket). */
+#include <errno.h>
+#include <fcntl.h>
+#include <libnbd.h>
+#include <linux/nbd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cleanup.h"
+#include "handshake.h"
+
+DEFINE_CLEANUP(struct nbd_handle *, nbd_close)
+
+#define HS_MIN_BLOCK 512u
+#define HS_MAX_SERVER_BLOCK (64u << 20)
+
+static char last_error[256];
+
+const char *hs_last_error(void)
+{
+	return last_error[0] ? last_error : "unknown error";
+}
+
+static int fail_nbd(const char *what)
+{
+	int e = nbd_get_errno();
+	const char *m = nbd_get_error();
+
+	snprintf(last_error, sizeof(last_error), "%s: %s", what, m ? m : "failed");
+	for (char *p = last_error; *p; p++) /* one-line messages only */
+		if ((unsigned char)*p < 0x20)
+			*p = ' ';
+	return -(e > 0 ? e : EPROTO);
+}
+
+static int fail_msg(int err, const char *msg)
+{
+	snprintf(last_error, sizeof(last_error), "%s", msg);
+	return -err;
+}
+
+static bool is_pow2(uint64_t v)
+{
+	return v && !(v & (v - 1));
+}
+
+static int open_handle(const char *uri, bool structured, struct nbd_handle **ret)
+{
+	_cleanup_(nbd_closep) struct nbd_handle *h = nbd_create();
+
+	if (!h)
+		return fail_nbd("libnbd");
+	if (nbd_set_request_structured_replies(h, structured) < 0 ||
+	    nbd_set_uri_allow_tls(h, LIBNBD_TLS_DISABLE) < 0 ||
+	    nbd_set_uri_allow_local_file(h, false) < 0)
+		return fail_nbd("libnbd");
+	*ret = TAKE_PTR(h);
+	return 0;
+}
+
+/* Block size the device gets: the caller's, else the server's preferred or 4096 when that
+ * divides the size, else 512; never below the server's minimum, never above PAGE_SIZE. */
+static int choose_block_size(struct nbd_handle *h, uint64_t size, uint64_t want, uint64_t *ret)
+{
+	long page = sysconf(_SC_PAGESIZE);
+	int64_t min = nbd_get_block_size(h, LIBNBD_SIZE_MINIMUM);
+	int64_t pref = nbd_get_block_size(h, LIBNBD_SIZE_PREFERRED);
+	uint64_t bs;
+
+	if (min < 0 || pref < 0)
+		return fail_nbd("block size");
+	if ((min && (!is_pow2(min) || min > HS_MAX_SERVER_BLOCK)) ||
+	    (pref && (!is_pow2(pref) || pref > HS_MAX_SERVER_BLOCK)))
+		return fail_msg(EPROTO, "server advertises an invalid block size (not a power of two)");
+	if ((uint64_t)min > (uint64_t)page)
+		return fail_msg(EOPNOTSUPP, "server's minimum block size exceeds the page size");
+	bs = want ? want : (pref && (uint64_t)pref <= (uint64_t)page) ? (uint64_t)pref : 4096;
+	if (!want && size % bs)
+		bs = HS_MIN_BLOCK;
+	if (bs < (uint64_t)min)
+		bs = min;
+	if (!is_pow2(bs) || bs < HS_MIN_BLOCK || bs > (uint64_t)page)
+		return fail_msg(EINVAL, "block size must be a power of two from 512 to the page size");
+	if (size % bs)
+		return fail_msg(EPROTO, "export size is not a multiple of the block size");
+	*ret = bs;
+	return 0;
+}
+
+static int check_export(struct nbd_handle *h, const struct hs_request *req, struct hs_result *res)
+{
+	int64_t size = nbd_get_size(h);
+	int ro = nbd_is_read_only(h);
+	int r;
+
+	if (size < 0)
+		return fail_nbd("export size");
+	if (size == 0)
+		return fail_msg(EPROTO, "server reports an export size of 0");
+	if (ro < 0)
+		return fail_nbd("export flags");
+	if (nbd_get_structured_replies_negotiated(h) != 0)
+		return fail_msg(EPROTO, "structured replies were negotiated on the kernel's connection");
+	r = choose_block_size(h, (uint64_t)size, req->block_size, &res->block_size);
+	if (r < 0)
+		return r;
+	res->size = (uint64_t)size;
+	res->read_only = req->read_only || ro;
+	res->server_flags = NBD_FLAG_HAS_FLAGS;
+	if (res->read_only)
+		res->server_flags |= NBD_FLAG_READ_ONLY;
+	if (nbd_can_flush(h) == 1)
+		res->server_flags |= NBD_FLAG_SEND_FLUSH;
+	if (nbd_can_fua(h) == 1)
+		res->server_flags |= NBD_FLAG_SEND_FUA;
+	if (nbd_can_multi_conn(h) == 1)
+		res->server_flags |= NBD_FLAG_CAN_MULTI_CONN;
+	return 0;
+}
+
+/* Dup the socket out of a ready handle, close the handle without shutdown, make it blocking. */
+static int take_socket(struct nbd_handle **hp, int *ret_fd)
+{
+	int fd = nbd_aio_get_fd(*hp), nfd, fl;
+
+	if (fd < 0)
+		return fail_nbd("socket");
+	nfd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+	if (nfd < 0)
+		return fail_msg(errno, "cannot duplicate the NBD socket");
+	nbd_close(*hp);
+	*hp = NULL;
+	fl = fcntl(nfd, F_GETFL);
+	if (fl < 0 || fcntl(nfd, F_SETFL, fl & ~O_NONBLOCK) < 0) {
+		int e = errno;
+		close(nfd);
+		return fail_msg(e, "cannot make the NBD socket blocking");
+	}
+	*ret_fd = nfd;
+	return 0;
+}
+
+static int connect_one(const char *uri, struct nbd_handle **ret)
+{
+	_cleanup_(nbd_closep) struct nbd_handle *h = NULL;
+	int r = open_handle(uri, false, &h);
+
+	if (r < 0)
+		return r;
+	if (nbd_connect_uri(h, uri) < 0)
+		return fail_nbd("cannot connect");
+	*ret = TAKE_PTR(h);
+	return 0;
+}
+
+static int check_bitmap(const char *uri, const char *bitmap)
+{
+	_cleanup_(nbd_closep) struct nbd_handle *h = NULL;
+	char ctx[320];
+	int r = open_handle(uri, true, &h);
+
+	if (r < 0)
+		return r;
+	snprintf(ctx, sizeof(ctx), "qemu:dirty-bitmap:%s", bitmap);
+	if (nbd_add_meta_context(h, ctx) < 0 || nbd_connect_uri(h, uri) < 0)
+		return fail_nbd("cannot connect");
+	r = nbd_can_meta_context(h, ctx);
+	if (r < 0)
+		return fail_nbd("meta context");
+	if (r == 0) {
+		snprintf(last_error, sizeof(last_error), "export does not offer dirty bitmap '%s'", bitmap);
+		return -ENOENT;
+	}
+	nbd_shutdown(h, 0);
+	return 0;
+}
+
+/* One connection unless the caller asks for more. Several are only allowed when the server
+ * advertises multi-conn, and even then they are not the default: with qemu-nbd 7.2, devices
+ * attached concurrently with two connections each sometimes never get an answer to the
+ * partition-scan reads udev triggers (nbd-client -C 2 shows the same hang; one connection per
+ * device, nbdkit and qemu-storage-daemon do not). */
+static int pick_connections(struct nbd_handle *h, unsigned want, unsigned *ret)
+{
+	bool multi = nbd_can_multi_conn(h) == 1;
+
+	if (want > HS_MAX_CONNECTIONS)
+		return fail_msg(EINVAL, "too many connections (at most 16)");
+	if (want > 1 && !multi)
+		return fail_msg(EOPNOTSUPP, "server does not advertise multi-conn: use --connections 1");
+	*ret = want ? want : 1;
+	return 0;
+}
+
+static int more_connections(const char *uri, struct hs_result *res, unsigned n)
+{
+	for (unsigned i = 1; i < n; i++) {
+		_cleanup_(nbd_closep) struct nbd_handle *h = NULL;
+		int r = connect_one(uri, &h);
+
+		if (r < 0)
+			return r;
+		if (nbd_get_size(h) != (int64_t)res->size)
+			return fail_msg(EPROTO, "server changed the export size between connections");
+		r = take_socket(&h, &res->fds[res->n_fds]);
+		if (r < 0)
+			return r;
+		res->n_fds++;
+	}
+	return 0;
+}
+
+static int negotiate(const struct hs_request *req, struct hs_result *res)
+{
+	_cleanup_(nbd_closep) struct nbd_handle *h = NULL;
+	const char *name;
+	unsigned n;
+	int r;
+
+	r = connect_one(req->uri, &h);
+	if (r < 0)
+		return r;
+	r = check_export(h, req, res);
+	if (r < 0)
+		return r;
+	r = pick_connections(h, req->connections, &n);
+	if (r < 0)
+		return r;
+	name = nbd_get_export_name(h);
+	snprintf(res->export_name, sizeof(res->export_name), "%s", name ? name : "");
+	free((char *)name);
+	r = take_socket(&h, &res->fds[0]);
+	if (r < 0)
+		return r;
+	res->n_fds = 1;
+	return more_connections(req->uri, res, n);
+}
+
+int hs_negotiate(const struct hs_request *req, struct hs_result *ret)
+{
+	struct hs_result res = { 0 };
+	int r;
+
+	last_error[0] = 0;
+	if (req->bitmap) {
+		r = check_bitmap(req->uri, req->bitmap);
+		if (r < 0)
+			return r;
+	}
+	r = negotiate(req, &res);
+	if (r < 0) {
+		hs_result_close(&res);
+		return r;
+	}
+	*ret = res;
+	return 0;
+}
+
+void hs_result_close(struct hs_result *res)
+{
+	for (unsigned i = 0; i < res->n_fds; i++)
+		if (res->fds[i] >= 0)
+			close(res->fds[i]);
+	res->n_fds = 0;
+}

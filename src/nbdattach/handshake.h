@@ -1,0 +1,35 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/* Negotiation with the NBD server through libnbd, then handing the raw socket(s) over. */
+#ifndef NBDATTACH_HANDSHAKE_H
+#define NBDATTACH_HANDSHAKE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#define HS_MAX_CONNECTIONS 16
+
+struct hs_request {
+	const char *uri;
+	unsigned connections;   /* 0 = default */
+	uint64_t block_size;    /* 0 = choose */
+	bool read_only;
+	const char *bitmap;     /* NULL or the dirty bitmap name */
+};
+
+struct hs_result {
+	uint64_t size;
+	uint64_t block_size;
+	uint64_t server_flags;  /* NBD_FLAG_* (transmission flags) */
+	bool read_only;
+	unsigned n_fds;
+	int fds[HS_MAX_CONNECTIONS];
+	char export_name[256];
+};
+
+/* Why the handshake failed, in words, for the CLI (libnbd's message, trimmed). */
+const char *hs_last_error(void);
+/* Connects, validates and detaches the sockets. On failure nothing stays open. */
+int hs_negotiate(const struct hs_request *req, struct hs_result *ret);
+void hs_result_close(struct hs_result *res);
+
+#endif

@@ -1,0 +1,33 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/* The kernel's generic-netlink NBD interface (drivers/block/nbd.c). The only file that
+ * includes libnl. All functions return 0 or -errno; the kernel's own errno is kept. */
+#ifndef NBDATTACH_NETLINK_H
+#define NBDATTACH_NETLINK_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+/* Returned when the "nbd" generic netlink family is not registered (module not loaded). */
+#define NBD_NL_ENOFAMILY ENOPKG
+
+struct nbd_nl_config {
+	uint64_t size;              /* bytes, > 0 */
+	uint64_t block_size;        /* power of two, 512..PAGE_SIZE */
+	uint64_t timeout;           /* seconds, 0 = never */
+	uint64_t dead_conn_timeout; /* seconds */
+	uint64_t server_flags;      /* NBD_FLAG_* as negotiated; TRIM/WRITE_ZEROES removed here */
+	const int *fds;             /* connected, blocking sockets */
+	unsigned n_fds;
+	const char *identifier;     /* BACKEND_IDENTIFIER */
+};
+
+/* Checks that the nbd family exists. */
+int nbd_nl_probe(void);
+/* CONNECT without an index; the kernel picks a free device. */
+int nbd_nl_connect(const struct nbd_nl_config *c, uint32_t *ret_index);
+/* DISCONNECT device INDEX. */
+int nbd_nl_disconnect(uint32_t index);
+/* STATUS of one device: -ENOENT when the kernel has no such device. */
+int nbd_nl_status(uint32_t index, bool *ret_connected);
+
+#endif

@@ -1,0 +1,288 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cleanup.h"
+#include "devices.h"
+#include "state.h"
+
+DEFINE_CLEANUP(DIR *, closedir)
+
+static bool text_ok(const char *s, size_t len)
+{
+	for (size_t i = 0; i < len; i++)
+		if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
+			return false;
+	return true;
+}
+
+static int parse_u64(const char *v, uint64_t max, uint64_t *ret)
+{
+	char *end;
+	unsigned long long x;
+
+	if (!*v || *v < '0' || *v > '9' || (v[0] == '0' && v[1]))
+		return -EBADMSG;
+	errno = 0;
+	x = strtoull(v, &end, 10);
+	if (errno || *end || x > max)
+		return -EBADMSG;
+	*ret = x;
+	return 0;
+}
+
+static int set_text(char *dst, size_t cap, const char *v)
+{
+	size_t n = strlen(v);
+
+	if (n >= cap || !text_ok(v, n))
+		return -EBADMSG;
+	memcpy(dst, v, n + 1);
+	return 0;
+}
+
+static int set_label(char *dst, const char *v)
+{
+	if (*v && !dev_label_valid(v))
+		return -EBADMSG;
+	return set_text(dst, DEV_LABEL_MAX + 1, v);
+}
+
+static int set_num(const char *v, uint64_t max, uint64_t *ret)
+{
+	return parse_u64(v, max, ret);
+}
+
+/* One "key=value" line. SEEN guards against duplicate keys. */
+static int parse_line(char *line, struct state_rec *r, unsigned *seen)
+{
+	static const char *const keys[] = { "index", "identifier", "tag", "name", "uri", "export",
+		"bitmap", "size", "block-size", "connections", "read-only", "pid", "time" };
+	char *v = strchr(line, '=');
+	uint64_t x = 0;
+	unsigned k;
+	int e = 0;
+
+	if (!v)
+		return -EBADMSG;
+	*v++ = 0;
+	for (k = 0; k < sizeof(keys) / sizeof(keys[0]) && strcmp(line, keys[k]); k++)
+		;
+	if (k == sizeof(keys) / sizeof(keys[0]) || (*seen & (1u << k)))
+		return -EBADMSG;
+	*seen |= 1u << k;
+	switch (k) {
+	case 0: e = set_num(v, DEV_MAX_INDEX, &x); r->index = (uint32_t)x; break;
+	case 1: e = set_text(r->identifier, sizeof(r->identifier), v); break;
+	case 2: e = set_label(r->tag, v); break;
+	case 3: e = set_label(r->name, v); break;
+	case 4: e = set_text(r->uri, sizeof(r->uri), v); break;
+	case 5: e = set_text(r->export_name, sizeof(r->export_name), v); break;
+	case 6: e = set_text(r->bitmap, sizeof(r->bitmap), v); break;
+	case 7: e = set_num(v, INT64_MAX, &r->size); break;
+	case 8: e = set_num(v, 65536, &r->block_size); break;
+	case 9: e = set_num(v, 64, &x); r->connections = (uint32_t)x; break;
+	case 10: e = set_num(v, 1, &x); r->read_only = x; break;
+	case 11: e = set_num(v, INT32_MAX, &x); r->pid = (int64_t)x; break;
+	case 12: e = set_num(v, INT64_MAX, &x); r->time = (int64_t)x; break;
+	}
+	return e;
+}
+
+int state_parse(const char *buf, size_t len, struct state_rec *ret)
+{
+	struct state_rec r = { 0 };
+	char line[STATE_URI_MAX + 32];
+	unsigned seen = 0;
+	size_t pos = 0;
+
+	if (len > STATE_FILE_MAX || len == 0 || buf[len - 1] != '\n')
+		return -EBADMSG;
+	while (pos < len) {
+		const char *nl = memchr(buf + pos, '\n', len - pos);
+		size_t n = nl - (buf + pos);
+		int e;
+
+		if (n >= sizeof(line) || memchr(buf + pos, 0, n))
+			return -EBADMSG;
+		memcpy(line, buf + pos, n);
+		line[n] = 0;
+		e = parse_line(line, &r, &seen);
+		if (e < 0)
+			return e;
+		pos += n + 1;
+	}
+	/* index, identifier, size, block-size are required; the identifier must be ours. */
+	if ((seen & 0x183) != 0x183 || dev_identifier_parse(r.identifier, (char[65]){0}, (char[65]){0}) < 0)
+		return -EBADMSG;
+	*ret = r;
+	return 0;
+}
+
+int state_format(const struct state_rec *r, char *buf, size_t len, size_t *ret_len)
+{
+	int n = snprintf(buf, len,
+			 "index=%" PRIu32 "\nidentifier=%s\ntag=%s\nname=%s\nuri=%s\nexport=%s\nbitmap=%s\n"
+			 "size=%" PRIu64 "\nblock-size=%" PRIu64 "\nconnections=%" PRIu32 "\nread-only=%d\n"
+			 "pid=%" PRId64 "\ntime=%" PRId64 "\n",
+			 r->index, r->identifier, r->tag, r->name, r->uri, r->export_name, r->bitmap,
+			 r->size, r->block_size, r->connections, r->read_only ? 1 : 0, r->pid, r->time);
+
+	if (n < 0 || (size_t)n >= len || (size_t)n > STATE_FILE_MAX)
+		return -ENOBUFS;
+	*ret_len = (size_t)n;
+	return 0;
+}
+
+/* Opens (creating) DIR below PARENT_FD (or the absolute path when PARENT_FD < 0): a real
+ * directory, owned by us, not group/world accessible. */
+static int open_private_dir(int parent_fd, const char *path, bool create, int *ret_fd)
+{
+	_cleanup_close_ int fd = -1;
+	struct stat st;
+	int at = parent_fd >= 0 ? parent_fd : AT_FDCWD;
+
+	if (create && mkdirat(at, path, 0700) < 0 && errno != EEXIST)
+		return -errno;
+	fd = openat(at, path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return errno == ELOOP || errno == ENOTDIR ? -ENOTDIR : -errno;
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	if (st.st_uid != geteuid() || (st.st_mode & 077))
+		return -EPERM;
+	*ret_fd = TAKE_FD(fd);
+	return 0;
+}
+
+static int open_devices_dir(bool create, int *ret_fd)
+{
+	const char *base = getenv("NBDATTACH_STATE_DIR");
+	_cleanup_close_ int top = -1;
+	int r;
+
+	if (!base || !*base)
+		base = STATE_DIR_DEFAULT;
+	if (base[0] != '/')
+		return -EINVAL;
+	r = open_private_dir(-1, base, create, &top);
+	if (r < 0)
+		return r;
+	return open_private_dir(top, "devices", create, ret_fd);
+}
+
+static void file_name(uint32_t index, char buf[32])
+{
+	snprintf(buf, 32, "nbd%" PRIu32, index);
+}
+
+int state_write(const struct state_rec *rec)
+{
+	_cleanup_close_ int dfd = -1, fd = -1;
+	char buf[STATE_FILE_MAX + 1], name[32], tmp[64];
+	size_t len;
+	int r;
+
+	r = state_format(rec, buf, sizeof(buf), &len);
+	if (r < 0)
+		return r;
+	r = open_devices_dir(true, &dfd);
+	if (r < 0)
+		return r;
+	file_name(rec->index, name);
+	snprintf(tmp, sizeof(tmp), ".%s.%ld.tmp", name, (long)getpid());
+	fd = openat(dfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return -errno;
+	if (write(fd, buf, len) != (ssize_t)len || fsync(fd) < 0 || renameat(dfd, tmp, dfd, name) < 0) {
+		r = errno ? -errno : -EIO;
+		unlinkat(dfd, tmp, 0);
+		return r;
+	}
+	return 0;
+}
+
+int state_read(uint32_t index, struct state_rec *ret)
+{
+	_cleanup_close_ int dfd = -1, fd = -1;
+	char buf[STATE_FILE_MAX + 1], name[32];
+	struct stat st;
+	ssize_t n;
+	int r;
+
+	r = open_devices_dir(false, &dfd);
+	if (r < 0)
+		return r;
+	file_name(index, name);
+	fd = openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	if (!S_ISREG(st.st_mode) || st.st_uid != geteuid())
+		return -EBADMSG;
+	n = read(fd, buf, sizeof(buf));
+	if (n < 0)
+		return -errno;
+	r = state_parse(buf, (size_t)n, ret);
+	if (r == 0 && ret->index != index)
+		return -EBADMSG;
+	return r;
+}
+
+int state_remove(uint32_t index)
+{
+	_cleanup_close_ int dfd = -1;
+	char name[32];
+	int r = open_devices_dir(false, &dfd);
+
+	if (r < 0)
+		return r == -ENOENT ? 0 : r;
+	file_name(index, name);
+	return unlinkat(dfd, name, 0) < 0 && errno != ENOENT ? -errno : 0;
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+int state_list(uint32_t **ret, size_t *ret_n)
+{
+	_cleanup_close_ int dfd = -1;
+	_cleanup_(closedirp) DIR *d = NULL;
+	_cleanup_free_ uint32_t *v = NULL;
+	size_t n = 0;
+	struct dirent *de;
+	int r = open_devices_dir(false, &dfd);
+
+	if (r == -ENOENT) {
+		*ret = NULL;
+		*ret_n = 0;
+		return 0;
+	}
+	if (r < 0)
+		return r;
+	d = fdopendir(TAKE_FD(dfd));
+	if (!d)
+		return -errno;
+	v = calloc(4096, sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	while ((de = readdir(d)) && n < 4096)
+		if (dev_parse_name(de->d_name, &v[n]) == 0)
+			n++;
+	qsort(v, n, sizeof(*v), cmp_u32);
+	*ret = TAKE_PTR(v);
+	*ret_n = n;
+	return 0;
+}

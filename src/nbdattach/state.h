@@ -1,0 +1,46 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/* The state journal: one file per attached device under $NBDATTACH_STATE_DIR (default
+ * /run/nbdattach)/devices/nbdN, "key=value" lines, written atomically (temp + rename). The
+ * directory is root's, mode 0700; a symlink or a foreign owner is refused. Files are parsed as
+ * untrusted input (size cap, known keys only, each value validated). */
+#ifndef NBDATTACH_STATE_H
+#define NBDATTACH_STATE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define STATE_DIR_DEFAULT "/run/nbdattach"
+#define STATE_FILE_MAX 8192
+#define STATE_URI_MAX 2048
+#define STATE_TEXT_MAX 256
+
+struct state_rec {
+	uint32_t index;
+	char identifier[192];
+	char tag[65];
+	char name[65];
+	char uri[STATE_URI_MAX];
+	char export_name[STATE_TEXT_MAX];
+	char bitmap[STATE_TEXT_MAX];
+	uint64_t size;
+	uint64_t block_size;
+	uint32_t connections;
+	bool read_only;
+	int64_t pid;
+	int64_t time;
+};
+
+/* Parses one file's bytes (need not be NUL-terminated). -EBADMSG on anything unexpected. */
+int state_parse(const char *buf, size_t len, struct state_rec *ret);
+/* Serialises REC into BUF; -ENOBUFS if too small. */
+int state_format(const struct state_rec *rec, char *buf, size_t len, size_t *ret_len);
+
+int state_write(const struct state_rec *rec);
+/* -ENOENT when there is no record for INDEX. */
+int state_read(uint32_t index, struct state_rec *ret);
+int state_remove(uint32_t index);
+/* Indices with a record (sorted); *ret malloc'ed. */
+int state_list(uint32_t **ret, size_t *ret_n);
+
+#endif

@@ -1,0 +1,151 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""A deliberately broken NBD server for `nbdattach map` error tests.
+
+    hostile-nbd.py SOCKET MODE
+
+Speaks the fixed newstyle handshake (NBD protocol doc, "Fixed newstyle negotiation"):
+OPT_STRUCTURED_REPLY, OPT_SET_META_CONTEXT (offers only qemu:dirty-bitmap:x), OPT_GO; then
+answers NBD_CMD_BLOCK_STATUS with structured replies that are wrong in the way MODE says:
+
+  good            correct replies (dirty 64 KiB, clean 64 KiB, repeated): the control case
+  no-progress     a reply with no block-status chunk at all (NBD_REPLY_TYPE_NONE, DONE)
+  zero-length     an extent of length 0
+  overflow        extents whose 32-bit lengths sum past 2^32 (catches 32-bit arithmetic)
+  past-request    8 GiB export; the first reply goes 64 KiB beyond the request
+  past-export-end the extents run 1 MiB beyond the 1 MiB export
+  wrong-context   the reply names a context id that was never negotiated
+  misaligned      a dirty extent of 4 KiB (granularity 64 KiB)
+  slow            like good, on a 1 TiB export, 50 ms per reply: a producer to kill midway
+
+Serves connections one after another until killed. Reads the socket path from argv.
+"""
+import socket
+import struct
+import sys
+import time
+
+NBDMAGIC = b"NBDMAGIC"
+IHAVEOPT = 0x49484156454F5054
+REPLY_MAGIC = 0x3E889045565A9
+REQ_MAGIC = 0x25609513
+SREPLY_MAGIC = 0x668E33EF
+OPT_GO, OPT_STRUCTURED_REPLY, OPT_SET_META_CONTEXT, OPT_ABORT = 7, 8, 10, 2
+REP_ACK, REP_INFO, REP_META_CONTEXT, REP_ERR_UNSUP = 1, 3, 4, 0x80000001
+CMD_READ, CMD_DISC, CMD_BLOCK_STATUS = 0, 2, 7
+CONTEXT = b"qemu:dirty-bitmap:x"
+CONTEXT_ID = 7
+
+MODE = sys.argv[2]
+SIZE = {"past-request": 8 << 30, "slow": 1 << 40}.get(MODE, 1 << 20)
+
+
+def recv_exact(c, n):
+    b = b""
+    while len(b) < n:
+        chunk = c.recv(n - len(b))
+        if not chunk:
+            raise EOFError
+        b += chunk
+    return b
+
+
+def opt_reply(c, opt, rtype, data=b""):
+    c.sendall(struct.pack(">QIII", REPLY_MAGIC, opt, rtype, len(data)) + data)
+
+
+def meta_context(c, opt, data):
+    (nlen,) = struct.unpack_from(">I", data, 0)
+    pos = 4 + nlen
+    (nq,) = struct.unpack_from(">I", data, pos)
+    pos += 4
+    for _ in range(nq):
+        (qlen,) = struct.unpack_from(">I", data, pos)
+        q = data[pos + 4:pos + 4 + qlen]
+        pos += 4 + qlen
+        if q == CONTEXT:
+            opt_reply(c, opt, REP_META_CONTEXT, struct.pack(">I", CONTEXT_ID) + CONTEXT)
+    opt_reply(c, opt, REP_ACK)
+
+
+def handshake(c):
+    c.sendall(NBDMAGIC + struct.pack(">QH", IHAVEOPT, 1 | 2))  # FIXED_NEWSTYLE | NO_ZEROES
+    recv_exact(c, 4)
+    while True:
+        magic, opt, length = struct.unpack(">QII", recv_exact(c, 16))
+        data = recv_exact(c, length)
+        if magic != IHAVEOPT or opt == OPT_ABORT:
+            raise EOFError
+        if opt == OPT_STRUCTURED_REPLY:
+            opt_reply(c, opt, REP_ACK)
+        elif opt == OPT_SET_META_CONTEXT:
+            meta_context(c, opt, data)
+        elif opt == OPT_GO:
+            # NBD_INFO_EXPORT: size, flags HAS_FLAGS|READ_ONLY
+            opt_reply(c, opt, REP_INFO, struct.pack(">HQH", 0, SIZE, 1 | 2))
+            opt_reply(c, opt, REP_ACK)
+            return
+        else:
+            opt_reply(c, opt, REP_ERR_UNSUP)
+
+
+def extents(offset, length):
+    """(context id, [(len, flags)...]) for one request, per MODE."""
+    if MODE == "zero-length":
+        return CONTEXT_ID, [(65536, 1), (0, 0), (65536, 1)]
+    if MODE == "overflow":
+        return CONTEXT_ID, [(0x80000000, 1)] * 3
+    if MODE == "past-request":
+        return CONTEXT_ID, [(length + 65536, 1)]
+    if MODE == "past-export-end":
+        return CONTEXT_ID, [(length, 0), (1 << 20, 1)]
+    if MODE == "misaligned":
+        return CONTEXT_ID, [(4096, 1), (length - 4096, 0)]
+    ctx = CONTEXT_ID + 1 if MODE == "wrong-context" else CONTEXT_ID
+    out, pos = [], 0
+    while pos < length:
+        n = min(65536, length - pos)
+        out.append((n, 1 if (offset + pos) // 65536 % 2 == 0 else 0))
+        pos += n
+    return ctx, out
+
+
+def block_status(c, handle, offset, length):
+    if MODE == "no-progress":
+        c.sendall(struct.pack(">IHHQI", SREPLY_MAGIC, 1, 0, handle, 0))
+        return
+    if MODE == "slow":
+        time.sleep(0.05)
+    ctx, ext = extents(offset, length)
+    payload = struct.pack(">I", ctx) + b"".join(struct.pack(">II", n, f) for n, f in ext)
+    c.sendall(struct.pack(">IHHQI", SREPLY_MAGIC, 1, 5, handle, len(payload)) + payload)
+
+
+def serve(c):
+    handshake(c)
+    while True:
+        magic, _flags, cmd, handle, offset, length = struct.unpack(">IHHQQI", recv_exact(c, 28))
+        if magic != REQ_MAGIC or cmd == CMD_DISC:
+            return
+        if cmd == CMD_BLOCK_STATUS:
+            block_status(c, handle, offset, length)
+        else:  # NBD_REPLY_TYPE_ERROR EINVAL for anything else
+            c.sendall(struct.pack(">IHHQIIH", SREPLY_MAGIC, 1, 32769, handle, 6, 22, 0))
+
+
+def main():
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(sys.argv[1])
+    s.listen(4)
+    while True:
+        c, _ = s.accept()
+        try:
+            serve(c)
+        except (EOFError, OSError):
+            pass
+        finally:
+            c.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,51 @@
+#!/bin/bash
+# Host, no VM: argument parsing and one-line error messages of attach/detach/list/status.
+. "$(dirname "$0")/../lib.sh"
+
+# usage_err DESC EXPECTED-SUBSTRING ARGS...: exit 2, one line "nbdattach: ..." containing it.
+usage_err() {
+	local d=$1 want=$2 out rc; shift 2
+	out=$("$NBDATTACH" "$@" 2>&1 >/dev/null); rc=$?
+	if [ "$rc" -eq 2 ] && [ "$(printf '%s\n' "$out" | wc -l)" -eq 1 ] && [[ "$out" == "nbdattach: "*"$want"* ]]; then
+		pass "$d"
+	else
+		fail "$d" "rc=$rc out=$out"
+	fi
+}
+
+usage_err "attach without URI" "missing URI" attach
+usage_err "attach unknown option" "unknown option '--frob'" attach --frob nbd://x/
+usage_err "attach option without argument" "needs an argument" attach --tag
+usage_err "attach invalid tag" "invalid --tag '../x'" attach --tag ../x nbd://x/
+usage_err "attach tag too long" "invalid --tag" attach --tag "$(printf 'a%.0s' $(seq 65))" nbd://x/
+usage_err "attach invalid name" "invalid --name 'a b'" attach --name 'a b' nbd://x/
+usage_err "attach bad connections" "invalid --connections '0'" attach --connections 0 nbd://x/
+usage_err "attach bad timeout" "invalid --timeout 'x'" attach --timeout x nbd://x/
+usage_err "attach not a URI" "not an NBD URI" attach /tmp/file
+usage_err "attach two URIs" "too many arguments" attach nbd://a/ nbd://b/
+usage_err "detach nothing" "give either DEVICE or --tag" detach
+usage_err "detach both" "give either DEVICE or --tag" detach /dev/nbd0 --tag x
+usage_err "detach --name without --tag" "give either DEVICE or --tag" detach --name x
+usage_err "detach not an nbd device" "not an nbd device" detach /dev/sda
+usage_err "status without device" "exactly one DEVICE" status
+usage_err "status not an nbd device" "not an nbd device" status /dev/nbdx
+usage_err "list extra argument" "unexpected argument" list --foo
+
+out=$("$NBDATTACH" attach 'nbds+unix:///d?socket=/x' 2>&1); rc=$?
+[ "$rc" -eq 1 ] && [[ "$out" == *"TLS"* ]] && pass "nbds:// refused with a TLS message" || fail "nbds:// refused" "rc=$rc $out"
+check "list works without the module" "$NBDATTACH" list
+"$NBDATTACH" status /dev/nbd0 >/dev/null; expect_eq "status without device: exit 3" 3 "$?"
+
+if [ "$(id -u)" = 0 ]; then
+	if genl ctrl get name nbd >/dev/null 2>&1 || [ -e /sys/module/nbd ]; then
+		skip "module-missing message" "this host has the nbd family"
+	else
+		out=$("$NBDATTACH" attach 'nbd+unix:///d?socket=/nonexistent' 2>&1); rc=$?
+		[ "$rc" -eq 1 ] && [[ "$out" == "nbdattach: cannot attach 'nbd+unix:///d?socket=/nonexistent': nbd kernel module not loaded: run 'modprobe nbd'"* ]] &&
+			pass "attach without the module: $out" || fail "attach without the module" "rc=$rc $out"
+	fi
+	out=$(setpriv --reuid=65534 --regid=65534 --clear-groups "$NBDATTACH" attach nbd://x/ 2>&1); rc=$?
+	[ "$rc" -eq 1 ] && [[ "$out" == *"must be run as root"* ]] && pass "not root: clear message" || fail "not root" "rc=$rc $out"
+else
+	skip "module-missing message" "needs root"
+fi

@@ -1,0 +1,86 @@
+#!/bin/bash
+# nbdattach map failures: each is exactly one stderr line "nbdattach: ...", exit 1 (2 for usage),
+# and a broken server never yields a map with a valid end line or trailer.
+. "$(dirname "$0")/../lib.sh"
+. "$TOP/tests/fixtures/qemu-nbd-bitmap.sh"
+
+DUMP=$BUILD/tests/helpers/rmap-dump
+HOSTILE=$TOP/tests/helpers/hostile-nbd.py
+dir=$(mktmpdir)
+
+# one_line DESC WANT_RC PATTERN CMD...: exit status WANT_RC, one stderr line matching PATTERN.
+one_line() {
+	local d=$1 want=$2 pat=$3 rc err
+	shift 3
+	"$@" >"$dir/out" 2>"$dir/err"
+	rc=$?
+	err=$(cat "$dir/err")
+	if [ "$rc" != "$want" ]; then fail "$d" "exit $rc, expected $want ($err)"
+	elif [ "$(wc -l <"$dir/err")" != 1 ]; then fail "$d" "stderr not one line: $err"
+	elif ! grep -q -e "$pat" "$dir/err"; then fail "$d" "stderr '$err' lacks '$pat'"
+	else pass "$d"; fi
+}
+
+nosock="nbd+unix:///disk?socket=$dir/missing.sock"
+one_line "missing socket" 1 "^nbdattach: cannot map '$nosock': .*No such file" \
+	"$NBDATTACH" map "$nosock" --bitmap b
+one_line "nbds:// refused" 1 "cannot map 'nbds://h/e': .*kernel cannot speak TLS" \
+	"$NBDATTACH" map nbds://h/e --bitmap b
+one_line "nbds+unix:// refused" 1 "kernel cannot speak TLS" \
+	"$NBDATTACH" map "nbds+unix:///e?socket=/x" --bitmap b
+one_line "other scheme refused" 1 "unsupported URI scheme" "$NBDATTACH" map "http://h/e"
+one_line "bad option: usage" 2 "^nbdattach: unknown option '--bogus'" "$NBDATTACH" map x --bogus
+one_line "missing URI: usage" 2 "map: missing URI" "$NBDATTACH" map --full
+one_line "bad format: usage" 2 "invalid --format 'xml'" "$NBDATTACH" map x --format xml
+one_line "bad granularity: usage" 2 "invalid --granularity '3000'" "$NBDATTACH" map x --granularity 3000
+one_line "--bitmap with --full: usage" 2 "mutually exclusive" "$NBDATTACH" map x --full --bitmap b
+one_line "--output with --output-fd: usage" 2 "mutually exclusive" "$NBDATTACH" map x --output f --output-fd 3
+
+if command -v qemu-nbd >/dev/null; then
+	img_create "$dir/a.qcow2" 1M
+	img_bitmap_add "$dir/a.qcow2" b
+	img_write "$dir/a.qcow2" 0 4096
+	qnbd_start "$dir/a.qcow2" "$dir/q.sock" disk b
+	one_line "unknown bitmap" 1 "export does not offer dirty bitmap 'nosuch'" \
+		"$NBDATTACH" map "$(qnbd_uri "$dir/q.sock")" --bitmap nosuch
+	one_line "unknown export" 1 "cannot map '.*': .*no export named 'nosuch'" \
+		"$NBDATTACH" map "$(qnbd_uri "$dir/q.sock" nosuch)" --bitmap b
+	one_line "output directory missing" 1 "cannot create '$dir/no/dir/m'" \
+		"$NBDATTACH" map "$(qnbd_uri "$dir/q.sock")" --bitmap b --output "$dir/no/dir/m"
+else
+	skip "qemu-nbd cases" "qemu-nbd not installed"
+fi
+
+# Hostile server modes: one clear line, exit 1, no end line (text) and no trailer (binary).
+hostile() {
+	local mode=$1 pat=$2 sock=$dir/h-$1.sock pid uri
+	python3 "$HOSTILE" "$sock" "$mode" &
+	pid=$!
+	defer "kill $pid"
+	wait_for_file "$sock" || { fail "hostile $mode" "server did not start"; return; }
+	uri="nbd+unix:///?socket=$sock"
+	one_line "hostile $mode: one line, exit 1" 1 "cannot map '$uri': .*$pat" \
+		"$NBDATTACH" map "$uri" --bitmap x --format text
+	if grep -q '^end ' "$dir/out"; then fail "hostile $mode: no end line" "$(tail -n 1 "$dir/out")"
+	else pass "hostile $mode: no end line"; fi
+	"$NBDATTACH" map "$uri" --bitmap x 2>/dev/null >"$dir/bin"
+	check_fails "hostile $mode: binary map has no valid trailer" "$DUMP" "$dir/bin"
+	kill "$pid"
+}
+if command -v python3 >/dev/null; then
+	hostile no-progress "no progress"
+	hostile zero-length "zero-length extent"
+	hostile overflow "past the export end"
+	hostile past-request "past the request"
+	hostile past-export-end "past the export end"
+	hostile wrong-context "no progress"
+	hostile misaligned "not aligned to granularity 65536; pass --granularity"
+	# The control: the same server answering correctly gives a valid map.
+	python3 "$HOSTILE" "$dir/good.sock" good &
+	defer "kill $!"
+	wait_for_file "$dir/good.sock"
+	expect_eq "hostile server in good mode: valid map" "end 8 524288" \
+		"$("$NBDATTACH" map "nbd+unix:///?socket=$dir/good.sock" --bitmap x | "$DUMP" | tail -n 1)"
+else
+	skip "hostile server" "python3 not installed"
+fi

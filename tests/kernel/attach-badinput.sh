@@ -1,0 +1,92 @@
+#!/bin/bash
+# Bad input: each a one-line error, non-zero exit, nothing left (no connected device, no state).
+. "$(dirname "$0")/../lib.sh"
+in_vm || { skip "attach-badinput" "runs only inside the test VM"; exit 0; }
+. "$TOP/tests/fixtures/qemu-nbd-bitmap.sh"
+
+tmp=$(mktmpdir)
+connected() { ls /sys/block/nbd*/pid 2>/dev/null | wc -l; }
+
+# expect_refused DESC ARGS...: one stderr line starting "nbdattach: ", exit != 0, nothing left.
+expect_refused() {
+	local d=$1 out rc; shift
+	out=$("$NBDATTACH" attach "$@" 2>&1 >/dev/null); rc=$?
+	if [ "$rc" -ne 0 ] && [ "$(printf '%s\n' "$out" | wc -l)" -eq 1 ] && [ "${out#nbdattach: }" != "$out" ]; then
+		pass "$d: $out"
+	else
+		fail "$d" "rc=$rc out=$out"
+	fi
+	expect_eq "$d: no device connected" 0 "$(connected)"
+	expect_eq "$d: no state" "" "$(ls /run/nbdattach/devices 2>/dev/null)"
+}
+
+# A unix-socket server from python3: MODE garbage|close-mid-handshake.
+pyserver() {
+	python3 - "$1" "$2" <<'PY' &
+import os, socket, sys
+path, mode = sys.argv[1], sys.argv[2]
+s = socket.socket(socket.AF_UNIX); s.bind(path); s.listen(8)
+while True:
+    c, _ = s.accept()
+    if mode == "garbage":
+        c.sendall(os.urandom(4096))
+    else:
+        c.sendall(b"NBDMAGIC")  # then hang up in the middle of the greeting
+    c.close()
+PY
+	defer "kill $!"
+	wait_for_file "$1"
+}
+
+img_create "$tmp/a.qcow2" 16M
+qnbd_start "$tmp/a.qcow2" "$tmp/a.sock" disk || fail "qemu-nbd fixture starts"
+pyserver "$tmp/garbage.sock" garbage
+pyserver "$tmp/close.sock" close
+
+nbdkit -U "$tmp/zero.sock" -P "$tmp/zero.pid" eval get_size='echo 0' pread='exit 0' || fail "nbdkit size 0 starts"
+defer "kill \$(cat '$tmp/zero.pid')"
+# nbdkit refuses to advertise a bad block size itself, so a python3 server does: fixed newstyle,
+# NBD_OPT_GO answered with NBD_INFO_EXPORT and NBD_INFO_BLOCK_SIZE min=1000.
+python3 - "$tmp/bs.sock" <<'PY' &
+import socket, struct, sys
+s = socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); s.listen(8)
+def rep(c, opt, typ, data=b""):
+    c.sendall(struct.pack(">QIII", 0x3e889045565a9, opt, typ, len(data)) + data)
+def serve(c):
+    c.sendall(b"NBDMAGICIHAVEOPT" + struct.pack(">H", 3))
+    c.recv(4)
+    while True:
+        h = c.recv(16, socket.MSG_WAITALL)
+        if len(h) < 16: return
+        _, opt, ln = struct.unpack(">QII", h)
+        if ln: c.recv(ln, socket.MSG_WAITALL)
+        if opt == 7:  # GO
+            rep(c, opt, 3, struct.pack(">HQH", 0, 1 << 20, 1))
+            rep(c, opt, 3, struct.pack(">HIII", 3, 1000, 4096, 65536))
+            rep(c, opt, 1)
+            c.recv(1 << 16); return
+        rep(c, opt, 0x80000001)
+while True:
+    c, _ = s.accept()
+    try: serve(c)
+    finally: c.close()
+PY
+defer "kill $!"
+wait_for_file "$tmp/bs.sock"
+nbdkit -U "$tmp/plain.sock" -P "$tmp/plain.pid" eval get_size='echo 1048576' pread='dd if=/dev/zero bs=$3 count=1 status=none' ||
+	fail "nbdkit without multi-conn starts"
+defer "kill \$(cat '$tmp/plain.pid')"
+
+expect_refused "missing socket" "nbd+unix:///disk?socket=$tmp/none.sock"
+expect_refused "garbage server" "nbd+unix:///disk?socket=$tmp/garbage.sock"
+expect_refused "unknown export" "nbd+unix:///nosuch?socket=$tmp/a.sock"
+expect_refused "closes mid-handshake" "nbd+unix:///disk?socket=$tmp/close.sock"
+expect_refused "size 0" "nbd+unix:///?socket=$tmp/zero.sock"
+# libnbd 1.14 drops a block-size info it finds invalid, so this one fails later (the server does
+# not serve reads; udev's probe cannot complete): still nothing may be left behind.
+expect_refused "block size 1000" --udev-timeout 5 "nbd+unix:///?socket=$tmp/bs.sock"
+expect_refused "--block-size not a power of two" --block-size 1000 "$(qnbd_uri "$tmp/a.sock")"
+expect_refused "nbds:// URI" "nbds+unix:///disk?socket=$tmp/a.sock"
+expect_refused "invalid tag" --tag '../x' "$(qnbd_uri "$tmp/a.sock")"
+expect_refused "unknown option" --frobnicate "$(qnbd_uri "$tmp/a.sock")"
+expect_refused "connections without multi-conn" --connections 2 "nbd+unix:///?socket=$tmp/plain.sock"

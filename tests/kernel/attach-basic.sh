@@ -1,0 +1,48 @@
+#!/bin/bash
+# attach -> whole export read O_DIRECT equals the image -> detach: device free, no state.
+. "$(dirname "$0")/../lib.sh"
+in_vm || { skip "attach-basic" "runs only inside the test VM"; exit 0; }
+. "$TOP/tests/fixtures/qemu-nbd-bitmap.sh"
+
+tmp=$(mktmpdir)
+head -c $((32 << 20)) /dev/urandom > "$tmp/disk.raw"
+qemu-img convert -f raw -O qcow2 "$tmp/disk.raw" "$tmp/disk.qcow2"
+img_bitmap_add "$tmp/disk.qcow2" b0
+sock=$tmp/nbd.sock
+qnbd_start "$tmp/disk.qcow2" "$sock" disk b0 || fail "qemu-nbd fixture starts"
+
+dev=$("$NBDATTACH" attach --tag test --name disk0 "$(qnbd_uri "$sock")" 2>"$tmp/err")
+rc=$?
+expect_eq "attach exits 0 ($(cat "$tmp/err"))" 0 "$rc"
+case "$dev" in /dev/nbd[0-9]*) pass "attach prints a device path ($dev)" ;;
+	*) fail "attach prints a device path" "got '$dev'"; exit 1 ;; esac
+defer "'$NBDATTACH' detach '$dev'"
+n=${dev#/dev/nbd}
+expect_eq "size matches the export" $((32 << 20)) "$(blockdev --getsize64 "$dev")"
+check "backend carries the identifier" grep -q '^nbdattach:test:disk0:' "/sys/block/nbd$n/backend"
+check "state file exists" test -f "/run/nbdattach/devices/nbd$n"
+check "udev database knows the device" udevadm info --query=property --name="$dev"
+check "status says ours (exit 0)" "$NBDATTACH" status "$dev"
+check "list shows it as nbdattach's" sh -c "'$NBDATTACH' list | grep -q '^$dev .*connected.*nbdattach.*test.*disk0'"
+check "list --json parses" sh -c "'$NBDATTACH' list --json | python3 -c 'import json,sys; d=json.load(sys.stdin); assert any(x[\"device\"]==\"$dev\" and x[\"owner\"]==\"nbdattach\" for x in d)'"
+if cmp <(dd if="$dev" bs=4M iflag=direct status=none) "$tmp/disk.raw"; then
+	pass "O_DIRECT read of $dev is byte-exact"
+else
+	fail "O_DIRECT read of $dev is byte-exact" "data differs from the image"
+fi
+check "detach succeeds" "$NBDATTACH" detach "$dev"
+check_fails "device no longer started" test -e "/sys/block/nbd$n/pid"
+check_fails "state file removed" test -e "/run/nbdattach/devices/nbd$n"
+"$NBDATTACH" status "$dev" >/dev/null; expect_eq "status says not connected (exit 3)" 3 "$?"
+
+# --json and --bitmap: read-only, read-ahead 0; a missing bitmap is refused.
+json=$("$NBDATTACH" attach --json --bitmap b0 --tag test --name bm "$(qnbd_uri "$sock")" 2>"$tmp/err")
+expect_eq "attach --bitmap --json exits 0 ($(cat "$tmp/err"))" 0 "$?"
+dev=$(printf %s "$json" | python3 -c 'import json,sys; print(json.load(sys.stdin)["device"])')
+n=${dev#/dev/nbd}
+defer "'$NBDATTACH' detach '$dev'"
+expect_eq "bitmap device has read_ahead_kb 0" 0 "$(cat "/sys/block/nbd$n/queue/read_ahead_kb")"
+expect_eq "bitmap device is read-only" 1 "$(blockdev --getro "$dev")"
+check "detach --tag --name" "$NBDATTACH" detach --tag test --name bm
+check_fails "attach --bitmap with a missing bitmap fails" "$NBDATTACH" attach --bitmap nope "$(qnbd_uri "$sock")"
+expect_eq "no state left" "" "$(ls /run/nbdattach/devices 2>/dev/null)"

@@ -1,0 +1,85 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/* The state journal: strict parsing (exact errno), atomic write/read round trip, refusal of a
+ * symlinked or group/world-accessible state directory, identifier and label checks. */
+#include <errno.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "devices.h"
+#include "state.h"
+#include "unit.h"
+
+#define ID "nbdattach:t:n:0123456789abcdef0123456789abcdef"
+#define GOOD "index=3\nidentifier=" ID "\nsize=1048576\nblock-size=4096\n"
+
+static int parse(const char *s)
+{
+	struct state_rec r;
+
+	return state_parse(s, strlen(s), &r);
+}
+
+static void test_parse(void)
+{
+	expect_int("minimal record parses", 0, parse(GOOD));
+	expect_int("unknown key refused", -EBADMSG, parse(GOOD "colour=red\n"));
+	expect_int("duplicate key refused", -EBADMSG, parse(GOOD "index=4\n"));
+	expect_int("missing final newline refused", -EBADMSG, parse("index=3"));
+	expect_int("missing identifier refused", -EBADMSG, parse("index=3\nsize=1\nblock-size=512\n"));
+	expect_int("foreign identifier refused", -EBADMSG,
+		   parse("index=3\nidentifier=other:x\nsize=1\nblock-size=512\n"));
+	expect_int("leading zero refused", -EBADMSG, parse(GOOD "pid=01\n"));
+	expect_int("index out of range refused", -EBADMSG,
+		   parse("index=99999999\nidentifier=" ID "\nsize=1\nblock-size=512\n"));
+	expect_int("bad tag refused", -EBADMSG, parse(GOOD "tag=../x\n"));
+	expect_int("control character refused", -EBADMSG, parse(GOOD "uri=a\tb\n"));
+	expect_int("empty input refused", -EBADMSG, state_parse("", 0, &(struct state_rec){0}));
+}
+
+static void test_labels(void)
+{
+	char tag[65], name[65];
+
+	unit_check(dev_label_valid("vm-100.disk_0"), "label with . _ - valid", "refused");
+	unit_check(!dev_label_valid("-x") && !dev_label_valid("") && !dev_label_valid("a/b"),
+		   "bad labels refused", "accepted");
+	expect_int("identifier parses", 0, dev_identifier_parse(ID, tag, name));
+	expect_int("short cookie refused", -EINVAL, dev_identifier_parse("nbdattach:t:n:0123", tag, name));
+}
+
+static void test_roundtrip(void)
+{
+	char dir[] = "/tmp/nbdattach-unit.XXXXXX", link[64], sub[64];
+	struct state_rec w = { .index = 7, .size = 1 << 20, .block_size = 4096, .connections = 2 }, r;
+
+	if (!mkdtemp(dir))
+		return;
+	snprintf(w.identifier, sizeof(w.identifier), "%s", ID);
+	snprintf(w.uri, sizeof(w.uri), "nbd+unix:///d?socket=/x");
+	setenv("NBDATTACH_STATE_DIR", dir, 1);
+	expect_int("read without a journal: ENOENT", -ENOENT, state_read(7, &r));
+	expect_int("write", 0, state_write(&w));
+	expect_int("read back", 0, state_read(7, &r));
+	unit_check(r.size == w.size && !strcmp(r.uri, w.uri) && r.connections == 2, "round trip equal", "differs");
+	expect_int("remove", 0, state_remove(7));
+	expect_int("gone", -ENOENT, state_read(7, &r));
+	chmod(dir, 0755);
+	expect_int("group/world-readable dir refused", -EPERM, state_write(&w));
+	snprintf(link, sizeof(link), "%s.lnk", dir);
+	unit_check(symlink(dir, link) == 0, "symlink created", "%s", strerror(errno));
+	setenv("NBDATTACH_STATE_DIR", link, 1);
+	expect_int("symlinked state dir refused", -ENOTDIR, state_write(&w));
+	unlink(link);
+	snprintf(sub, sizeof(sub), "%s/devices", dir);
+	rmdir(sub);
+	rmdir(dir);
+}
+
+int main(void)
+{
+	test_parse();
+	test_labels();
+	test_roundtrip();
+	return unit_exit();
+}
