@@ -1,0 +1,103 @@
+#!/bin/bash
+# Region-map benchmark: a qemu-storage-daemon null-co export whose dirty bitmap alternates
+# dirty/clean every 64 KiB (64 GiB: 524,288 dirty extents; 1 TiB: 8.4 M with BENCH_MAP_TIB=1).
+# Median of 3 of: the bare libnbd block-status loop (the floor), `nbdattach map` in each format
+# to /dev/null, and `nbdinfo --map`; peak RSS of the binary stream.
+# Targets: binary <= 1.5x the bare loop, >= 25x faster than nbdinfo --map, RSS < 16 MiB.
+. "$(dirname "$0")/../tests/lib.sh"
+
+for t in qemu-storage-daemon nbdinfo python3 /usr/bin/time; do
+	command -v $t >/dev/null || { skip "bench-map" "$t not installed"; exit 0; }
+done
+LOOP=$BUILD/bench/blockstatus-loop
+WRITER=$BUILD/bench/dirty-writer
+[ -x "$LOOP" ] && [ -x "$WRITER" ] || { fail "bench-map" "run make tests first"; exit 1; }
+tmp=$(mktmpdir)
+G=65536
+CTX=qemu:dirty-bitmap:b
+
+qmp() {
+	python3 - "$tmp/qmp.sock" "$@" <<'PY'
+import json, socket, sys
+s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); f = s.makefile("rw")
+def recv():
+    while True:
+        m = json.loads(f.readline())
+        if "event" not in m: return m
+recv()
+for cmd in ['{"execute":"qmp_capabilities"}'] + sys.argv[2:]:
+    f.write(cmd + "\n"); f.flush()
+    r = recv()
+    if "error" in r: sys.exit("QMP failed: %s" % r["error"].get("desc"))
+PY
+}
+
+# start_export SIZE: null-co node, non-persistent bitmap, a writable export "w" to dirty it and
+# a read-only export "m" carrying the bitmap.
+start_export() {
+	rm -f "$tmp/nbd.sock" "$tmp/qmp.sock"
+	qemu-storage-daemon --daemonize --pidfile "$tmp/qsd.pid" \
+		--blockdev "driver=null-co,node-name=n0,size=$1" \
+		--nbd-server "addr.type=unix,addr.path=$tmp/nbd.sock,max-connections=0" \
+		--chardev "socket,id=qmp,path=$tmp/qmp.sock,server=on,wait=off" --monitor chardev=qmp ||
+		return 1
+	defer "kill \$(cat '$tmp/qsd.pid')"
+	qmp "{\"execute\":\"block-dirty-bitmap-add\",\"arguments\":{\"node\":\"n0\",\"name\":\"b\",\"granularity\":$G,\"persistent\":false}}" \
+		'{"execute":"block-export-add","arguments":{"type":"nbd","id":"w","node-name":"n0","name":"w","writable":true}}' \
+		'{"execute":"block-export-add","arguments":{"type":"nbd","id":"m","node-name":"n0","name":"m","writable":false,"bitmaps":[{"node":"n0","name":"b"}]}}'
+}
+
+stop_export() {
+	local pid
+	pid=$(cat "$tmp/qsd.pid")
+	kill "$pid"
+	while kill -0 "$pid" 2>/dev/null; do sleep 0.02; done
+}
+
+secs() { local t0 t1; t0=$(date +%s%N); "$@" >/dev/null || return 1; t1=$(date +%s%N); echo "$(( (t1 - t0) / 1000 ))"; }
+median3() {
+	local a b c
+	a=$(secs "$@") && b=$(secs "$@") && c=$(secs "$@") || return 1
+	printf '%s\n' "$a" "$b" "$c" | sort -n | sed -n 2p
+}
+fmt() { awk -v u="$1" 'BEGIN { printf "%.3f", u / 1e6 }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", a / b }'; }
+
+bench_size() {
+	local label=$1 size=$2 uri loop bin text ni nbdinfo rss want
+	start_export "$size" || { fail "bench-map $label" "qemu-storage-daemon"; return; }
+	t0=$(date +%s)
+	"$WRITER" "nbd+unix:///w?socket=$tmp/nbd.sock" $G || { fail "bench-map $label" "dirty-writer"; return; }
+	echo "# $label: dirtied in $(( $(date +%s) - t0 )) s"
+	uri="nbd+unix:///m?socket=$tmp/nbd.sock"
+	want="$(( size / G / 2 )) $(( size / 2 ))"
+	expect_eq "bench-map $label: map has the expected extents" "end $want" \
+		"$("$NBDATTACH" map "$uri" --bitmap b --format text | tail -n 1)"
+	loop=$(median3 "$LOOP" "$uri" "$CTX")
+	bin=$(median3 "$NBDATTACH" map "$uri" --bitmap b)
+	text=$(median3 "$NBDATTACH" map "$uri" --bitmap b --format text)
+	ni=$(median3 "$NBDATTACH" map "$uri" --bitmap b --format nbdinfo)
+	nbdinfo=$(median3 nbdinfo --map="$CTX" "$uri")
+	rss=$( { /usr/bin/time -f %M "$NBDATTACH" map "$uri" --bitmap b >/dev/null; } 2>&1 | tail -n 1)
+	nrss=$( { /usr/bin/time -f %M nbdinfo --map="$CTX" "$uri" >/dev/null; } 2>&1 | tail -n 1)
+	stop_export
+	printf '\n%-34s %9s %9s\n' "$label ($(( size / G / 2 )) dirty extents)" seconds "vs loop"
+	printf '%-34s %9s %9s\n' "bare libnbd block-status loop" "$(fmt "$loop")" 1.0
+	printf '%-34s %9s %9s\n' "nbdattach map --format binary" "$(fmt "$bin")" "$(ratio "$bin" "$loop")"
+	printf '%-34s %9s %9s\n' "nbdattach map --format text" "$(fmt "$text")" "$(ratio "$text" "$loop")"
+	printf '%-34s %9s %9s\n' "nbdattach map --format nbdinfo" "$(fmt "$ni")" "$(ratio "$ni" "$loop")"
+	printf '%-34s %9s %9s\n' "nbdinfo --map" "$(fmt "$nbdinfo")" "$(ratio "$nbdinfo" "$loop")"
+	printf '%-34s %9s\n' "nbdinfo --map / binary" "$(ratio "$nbdinfo" "$bin")x"
+	printf '%-34s %9s\n' "peak RSS binary stream" "${rss} KiB"
+	printf '%-34s %9s\n\n' "peak RSS nbdinfo --map" "${nrss} KiB"
+	# Targets. Sub-10 ms loops are noise-dominated, so allow 5 ms of slack on the ratio.
+	if [ "$bin" -le $(( loop * 3 / 2 + 5000 )) ]; then pass "bench-map $label: binary <= 1.5x bare loop"
+	else fail "bench-map $label: binary <= 1.5x bare loop" "$(ratio "$bin" "$loop")x"; fi
+	if [ $(( bin * 25 )) -le "$nbdinfo" ]; then pass "bench-map $label: binary >= 25x faster than nbdinfo --map"
+	else fail "bench-map $label: binary >= 25x faster than nbdinfo --map" "$(ratio "$nbdinfo" "$bin")x"; fi
+	if [ "$rss" -lt 16384 ]; then pass "bench-map $label: stream RSS < 16 MiB"
+	else fail "bench-map $label: stream RSS < 16 MiB" "$rss KiB"; fi
+}
+
+bench_size "64 GiB" $((64 << 30))
+[ "${BENCH_MAP_TIB:-1}" = 1 ] && bench_size "1 TiB" $((1 << 40))
