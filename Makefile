@@ -111,6 +111,8 @@ $(BUILD)/fuzz/%: tests/fuzz/%.c $(RM_SRCS)
 # Per-target extra sources/libraries for fuzzers of nbdattach's parsers.
 $(BUILD)/fuzz/state-parse: src/nbdattach/state.c src/nbdattach/devices.c
 $(BUILD)/fuzz/state-parse: FUZZ_LIBS = $(shell $(PKG_CONFIG) --cflags --libs mount)
+$(BUILD)/fuzz/claim-parse: src/nbdattach/claims.c src/nbdattach/state.c src/nbdattach/devices.c
+$(BUILD)/fuzz/claim-parse: FUZZ_LIBS = $(shell $(PKG_CONFIG) --cflags --libs mount)
 
 tests: all $(UNIT_BINS) $(HELPER_BINS)
 
@@ -146,7 +148,10 @@ install: all
 	ln -sf libregionmap.so.$(SOVERSION) $(DESTDIR)$(LIBDIR)/libregionmap.so
 	install -m 0644 src/regionmap/regionmap.h $(DESTDIR)$(INCLUDEDIR)/
 	install -m 0644 $(BUILD)/regionmap.pc $(DESTDIR)$(PKGCONFIGDIR)/
-	for r in udev/*.rules; do [ -e "$$r" ] && install -m 0644 "$$r" $(DESTDIR)$(UDEVRULESDIR)/ || true; done
+	for r in udev/*.rules; do [ -e "$$r" ] || continue; \
+		sed 's|@BINDIR@|$(BINDIR)|g' "$$r" > $(DESTDIR)$(UDEVRULESDIR)/$${r##*/}.tmp && \
+		chmod 0644 $(DESTDIR)$(UDEVRULESDIR)/$${r##*/}.tmp && \
+		mv $(DESTDIR)$(UDEVRULESDIR)/$${r##*/}.tmp $(DESTDIR)$(UDEVRULESDIR)/$${r##*/}; done
 	for c in modprobe.d/*.conf; do [ -e "$$c" ] && install -m 0644 "$$c" $(DESTDIR)$(MODPROBEDIR)/ || true; done
 	for m in $(MAN_PAGES); do s=$${m##*.}; install -d $(DESTDIR)$(MANDIR)/man$$s; \
 		install -m 0644 $$m $(DESTDIR)$(MANDIR)/man$$s/; done

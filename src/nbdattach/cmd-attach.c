@@ -11,6 +11,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "children.h"
+#include "claims.h"
 #include "cmd-util.h"
 #include "commands.h"
 #include "devices.h"
@@ -24,7 +26,7 @@
 
 struct attach_opts {
 	const char *uri, *tag, *name, *bitmap;
-	bool read_only, json;
+	bool read_only, json, no_monitor;
 	unsigned connections;
 	uint64_t block_size, timeout, dead_conn_timeout;
 	int udev_timeout_ms;
@@ -43,6 +45,7 @@ static int parse_opts(int argc, char **argv, struct attach_opts *o)
 		{ "bitmap", required_argument, NULL, 'B' },
 		{ "udev-timeout", required_argument, NULL, 'U' },
 		{ "json", no_argument, NULL, 'j' },
+		{ "no-monitor", no_argument, NULL, 'M' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 }
 	};
@@ -56,6 +59,7 @@ static int parse_opts(int argc, char **argv, struct attach_opts *o)
 		case 'n': o->name = optarg; if (!dev_label_valid(optarg)) return usage_bad_label("--name", optarg); break;
 		case 'r': o->read_only = true; break;
 		case 'j': o->json = true; break;
+		case 'M': o->no_monitor = true; break;
 		case 'C': if (parse_num_opt("--connections", optarg, 1, 16, &v) < 0) return -EINVAL; o->connections = v; break;
 		case 'b': if (parse_num_opt("--block-size", optarg, 512, 65536, &v) < 0) return -EINVAL; o->block_size = v; break;
 		case 'T': if (parse_num_opt("--timeout", optarg, 0, 86400 * 365, &v) < 0) return -EINVAL; o->timeout = v; break;
@@ -70,7 +74,7 @@ static int parse_opts(int argc, char **argv, struct attach_opts *o)
 			break;
 		case 'h': printf("Usage: nbdattach attach [--tag T] [--name N] [--read-only] [--connections N]\n"
 				 "         [--block-size B] [--timeout S] [--dead-conn-timeout S] [--bitmap NAME]\n"
-				 "         [--udev-timeout S] [--json] URI\nSee nbdattach(8).\n");
+				 "         [--udev-timeout S] [--no-monitor] [--json] URI\nSee nbdattach(8).\n");
 			return 1;
 		default: return usage_bad_option(argv[optind - 1], c);
 		}
@@ -80,6 +84,8 @@ static int parse_opts(int argc, char **argv, struct attach_opts *o)
 		return -EINVAL;
 	}
 	o->uri = argv[optind];
+	if (o->name && !o->tag)
+		o->tag = "default"; /* the stable link is /dev/nbdattach/TAG/NAME */
 	if (o->bitmap && !o->read_only)
 		o->read_only = true; /* a bitmap-restricted snapshot is never written through the device */
 	return 0;
@@ -121,19 +127,63 @@ static void fill_state(const struct attach_opts *o, const struct hs_result *hs, 
 	s->time = time(NULL);
 }
 
-/* After CONNECT: journal, udev, verification. On failure the caller tears down. */
-static int finish_attach(const struct attach_opts *o, struct udev_wait *w, struct state_rec *s, const char **what)
+/* The monitor releases the device when its server dies (the kernel does not); its pid goes
+ * into the journal so that cleanup knows it. */
+static int start_monitor(const struct attach_opts *o, struct state_rec *s)
 {
-	char sysname[32], backend[DEV_ID_MAX + 2];
+	char dev[32], dct[24];
+	char *argv[] = { "nbdattach", "monitor", "--identifier", s->identifier,
+			 "--dead-conn-timeout", dct, dev, NULL };
+	pid_t pid;
+	int r;
+
+	snprintf(dev, sizeof(dev), "nbd%" PRIu32, s->index);
+	snprintf(dct, sizeof(dct), "%" PRIu64, o->dead_conn_timeout);
+	r = child_spawn(self_exe(), argv, NULL, NULL, 0, CHILD_SETSID | CHILD_NULL_STDIO, &pid);
+	if (r < 0)
+		return r;
+	s->pid = pid;
+	return state_write(s);
+}
+
+/* udev's first pass over a new device can miss that it is ours (the rules were not installed,
+ * or ran before any of our records were visible) or lack tag and name for the stable link:
+ * one more "change" event makes udev run the rules again over what is on record now. */
+static int wait_udev(const struct attach_opts *o, struct udev_wait *w, const struct state_rec *s,
+		     bool *ret_unrecognised)
+{
+	unsigned want = UDEV_SAW_OURS | (s->tag[0] && s->name[0] ? UDEV_SAW_LINK : 0), seen = 0;
+	char sysname[32];
 	int r;
 
 	snprintf(sysname, sizeof(sysname), "nbd%" PRIu32, s->index);
+	r = udev_wait_change(w, sysname, o->udev_timeout_ms, &seen);
+	if (r < 0 || (seen & want) == want)
+		return r;
+	r = dev_trigger_change(s->index);
+	if (r >= 0)
+		r = udev_wait_change(w, sysname, o->udev_timeout_ms, &seen);
+	if (r >= 0)
+		*ret_unrecognised = (seen & want) != want;
+	return r;
+}
+
+/* After CONNECT: journal, udev, verification. On failure the caller tears down. */
+static int finish_attach(const struct attach_opts *o, struct udev_wait *w, struct state_rec *s,
+			 const char **what, bool *ret_unrecognised)
+{
+	char backend[DEV_ID_MAX + 2];
+	int r;
+
 	*what = "cannot record the device in the state journal";
 	r = state_write(s);
 	if (r < 0)
 		return r;
+	r = claim_commit(getpid(), s->index);
+	if (r < 0)
+		return r;
 	*what = "udev did not process the new device in time (see --udev-timeout)";
-	r = udev_wait_change(w, sysname, o->udev_timeout_ms);
+	r = wait_udev(o, w, s, ret_unrecognised);
 	if (r < 0)
 		return r;
 	*what = "the device does not carry our backend identifier";
@@ -143,7 +193,11 @@ static int finish_attach(const struct attach_opts *o, struct udev_wait *w, struc
 	if (strcmp(backend, s->identifier))
 		return -EBUSY;
 	*what = "cannot set read_ahead_kb to 0";
-	return o->bitmap ? dev_set_read_ahead(s->index, 0) : 0;
+	r = o->bitmap ? dev_set_read_ahead(s->index, 0) : 0;
+	if (r < 0 || o->no_monitor)
+		return r;
+	*what = "cannot start the device's monitor";
+	return start_monitor(o, s);
 }
 
 static int do_connect(const struct attach_opts *o, struct hs_result *hs, const char *id, uint32_t *ret)
@@ -180,11 +234,23 @@ static bool signal_held(void)
 				       sigismember(&p, SIGHUP) == 1 || sigismember(&p, SIGQUIT) == 1);
 }
 
+/* Partition scanning is a module-wide switch the kernel applies on udev's first open, before
+ * any rule runs: only max_part=0 keeps the kernel itself from reading a guest's disk. */
+static void warn_partition_scan(void)
+{
+	int mp = dev_module_max_part();
+
+	if (mp > 0)
+		log_error("warning: the nbd module scans partitions (max_part=%d): the kernel reads the "
+			  "guest's partition table; load it with max_part=0 (see modprobe.d/nbdattach.conf)", mp);
+}
+
 static int attach_connected(const struct attach_opts *o, struct udev_wait *w, struct state_rec *s,
 			    const struct hs_result *hs)
 {
 	const char *what = NULL;
-	int r = finish_attach(o, w, s, &what);
+	bool unrecognised = false;
+	int r = finish_attach(o, w, s, &what, &unrecognised);
 
 	if (r == 0 && signal_held()) {
 		r = -EINTR;
@@ -192,10 +258,26 @@ static int attach_connected(const struct attach_opts *o, struct udev_wait *w, st
 	}
 	if (r < 0) {
 		teardown_device(s->index, o->udev_timeout_ms, NULL);
+		claim_remove(getpid());
 		return fail_attach(o->uri, r, what);
 	}
+	if (unrecognised)
+		log_error("warning: udev did not recognise /dev/nbd%" PRIu32 " as nbdattach's: the host "
+			  "may probe it; install 60-nbdattach.rules (make install) and reload udev", s->index);
+	warn_partition_scan();
 	print_result(o, s, hs);
 	return EXIT_OK;
+}
+
+/* Before CONNECT, so that udev recognises the device on its very first event. */
+static int write_claim(const struct attach_opts *o, const char *id)
+{
+	struct claim c = { 0 };
+
+	snprintf(c.identifier, sizeof(c.identifier), "%s", id);
+	snprintf(c.tag, sizeof(c.tag), "%s", o->tag ? o->tag : "");
+	snprintf(c.name, sizeof(c.name), "%s", o->name ? o->name : "");
+	return claim_write(getpid(), &c);
 }
 
 static int attach(const struct attach_opts *o)
@@ -219,11 +301,14 @@ static int attach(const struct attach_opts *o)
 	hold_signals(&old);
 	r = dev_identifier_new(o->tag, o->name, id);
 	if (r >= 0)
+		r = write_claim(o, id);
+	if (r >= 0)
 		r = udev_wait_new(&w);
 	if (r >= 0)
 		r = do_connect(o, &hs, id, &index);
 	hs_result_close(&hs); /* the kernel holds its own references now */
 	if (r < 0) {
+		claim_remove(getpid());
 		udev_wait_free(w);
 		r = fail_attach(o->uri, r, r == -EBUSY ? "no free nbd device" : "kernel refused CONNECT");
 		sigprocmask(SIG_SETMASK, &old, NULL);

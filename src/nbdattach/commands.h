@@ -15,5 +15,7 @@ int cmd_detach(int argc, char **argv);
 int cmd_list(int argc, char **argv);
 int cmd_status(int argc, char **argv);
 int cmd_map(int argc, char **argv);
+int cmd_cleanup(int argc, char **argv);
+int cmd_monitor(int argc, char **argv);
 
 #endif

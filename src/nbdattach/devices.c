@@ -122,18 +122,45 @@ bool dev_is_started(uint32_t index)
 	return dev_read_attr(index, "pid", buf, sizeof(buf)) == 0;
 }
 
-int dev_set_read_ahead(uint32_t index, unsigned kb)
+static int write_attr(uint32_t index, const char *attr, const char *val)
 {
-	char path[128], val[16];
+	char path[128];
 	_cleanup_close_ int fd = -1;
-	int n;
+	ssize_t n = (ssize_t)strlen(val);
 
-	snprintf(path, sizeof(path), "/sys/block/nbd%" PRIu32 "/queue/read_ahead_kb", index);
+	snprintf(path, sizeof(path), "/sys/block/nbd%" PRIu32 "/%s", index, attr);
 	fd = open(path, O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
 	if (fd < 0)
 		return -errno;
-	n = snprintf(val, sizeof(val), "%u", kb);
-	return write(fd, val, n) == n ? 0 : -errno;
+	return write(fd, val, (size_t)n) == n ? 0 : -errno;
+}
+
+int dev_set_read_ahead(uint32_t index, unsigned kb)
+{
+	char val[16];
+
+	snprintf(val, sizeof(val), "%u", kb);
+	return write_attr(index, "queue/read_ahead_kb", val);
+}
+
+int dev_trigger_change(uint32_t index)
+{
+	return write_attr(index, "uevent", "change");
+}
+
+int dev_module_max_part(void)
+{
+	char buf[16];
+	_cleanup_close_ int fd = open("/sys/module/nbd/parameters/max_part", O_RDONLY | O_CLOEXEC);
+	ssize_t n;
+
+	if (fd < 0)
+		return -errno;
+	n = read(fd, buf, sizeof(buf) - 1);
+	if (n <= 0)
+		return -EIO;
+	buf[n] = 0;
+	return atoi(buf) < 0 ? 0 : atoi(buf);
 }
 
 static int cmp_u32(const void *a, const void *b)

@@ -29,6 +29,10 @@ int dev_read_attr(uint32_t index, const char *attr, char *buf, size_t len);
 /* Whether /sys/block/nbdN/pid exists (the device is started). */
 bool dev_is_started(uint32_t index);
 int dev_set_read_ahead(uint32_t index, unsigned kb);
+/* Asks the kernel to emit a "change" uevent for the device (so udev runs its rules again). */
+int dev_trigger_change(uint32_t index);
+/* The nbd module's max_part parameter (0: no partition scanning), or -errno. */
+int dev_module_max_part(void);
 /* Lists nbd indices the kernel has (sorted); *ret is malloc'ed. */
 int dev_list_indices(uint32_t **ret, size_t *ret_n);
 /* -EBUSY with a human description (mountpoint, swap, holder) when the device or one of its

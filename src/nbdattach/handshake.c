@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cleanup.h"
@@ -268,4 +269,35 @@ void hs_result_close(struct hs_result *res)
 		if (res->fds[i] >= 0)
 			close(res->fds[i]);
 	res->n_fds = 0;
+}
+
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+bool hs_server_gone(const char *uri, int timeout_ms)
+{
+	_cleanup_(nbd_closep) struct nbd_handle *h = NULL;
+	int64_t deadline = mono_ms() + timeout_ms;
+
+	if (open_handle(uri, false, &h) < 0)
+		return false; /* cannot tell */
+	if (nbd_aio_connect_uri(h, uri) < 0)
+		return true;
+	while (!nbd_aio_is_ready(h)) {
+		int64_t left = deadline - mono_ms();
+
+		if (nbd_aio_is_dead(h) || nbd_aio_is_closed(h))
+			return true;
+		if (left <= 0)
+			return false; /* slow is not gone */
+		if (nbd_poll(h, (int)left) < 0)
+			return true;
+	}
+	nbd_shutdown(h, 0);
+	return false;
 }

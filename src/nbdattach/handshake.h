@@ -31,5 +31,8 @@ const char *hs_last_error(void);
 /* Connects, validates and detaches the sockets. On failure nothing stays open. */
 int hs_negotiate(const struct hs_request *req, struct hs_result *ret);
 void hs_result_close(struct hs_result *res);
+/* True when a fresh connection to URI fails within TIMEOUT_MS (refused, no socket, export
+ * gone); a server that is merely slow to answer is not gone. */
+bool hs_server_gone(const char *uri, int timeout_ms);
 
 #endif

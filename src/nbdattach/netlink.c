@@ -268,3 +268,80 @@ int nbd_nl_status(uint32_t index, bool *ret_connected)
 	*ret_connected = rp.connected;
 	return 0;
 }
+
+struct nbd_nl_events {
+	struct nl_sock *sk;
+	nbd_nl_link_dead_fn fn;
+	void *opaque;
+};
+
+static int on_event(struct nl_msg *msg, void *arg)
+{
+	struct nbd_nl_events *e = arg;
+	struct genlmsghdr *g = nlmsg_data(nlmsg_hdr(msg));
+	struct nlattr *a[NBD_ATTR_MAX + 1];
+
+	if (g->cmd != NBD_CMD_LINK_DEAD || genlmsg_parse(nlmsg_hdr(msg), 0, a, NBD_ATTR_MAX, NULL) < 0 ||
+	    !a[NBD_ATTR_INDEX] || nla_len(a[NBD_ATTR_INDEX]) < (int)sizeof(uint32_t))
+		return NL_SKIP;
+	if (e->fn)
+		e->fn(e->opaque, nla_get_u32(a[NBD_ATTR_INDEX]));
+	return NL_OK;
+}
+
+void nbd_nl_events_free(struct nbd_nl_events *e)
+{
+	if (!e)
+		return;
+	nl_socket_free(e->sk);
+	free(e);
+}
+
+int nbd_nl_events_open(nbd_nl_link_dead_fn fn, void *opaque, struct nbd_nl_events **ret)
+{
+	struct nbd_nl_events *e = calloc(1, sizeof(*e));
+	int r, grp;
+
+	if (!e)
+		return -ENOMEM;
+	e->fn = fn;
+	e->opaque = opaque;
+	e->sk = nl_socket_alloc();
+	if (!e->sk) {
+		free(e);
+		return -ENOMEM;
+	}
+	nl_socket_disable_seq_check(e->sk); /* multicast messages carry no sequence of ours */
+	r = genl_connect(e->sk);
+	if (r >= 0) {
+		grp = genl_ctrl_resolve_grp(e->sk, "nbd", "nbd_mc_group");
+		r = grp < 0 ? grp : nl_socket_add_membership(e->sk, grp);
+	}
+	if (r >= 0)
+		r = nl_socket_set_nonblocking(e->sk);
+	if (r >= 0)
+		r = nl_socket_modify_cb(e->sk, NL_CB_VALID, NL_CB_CUSTOM, on_event, e);
+	if (r < 0) {
+		nbd_nl_events_free(e);
+		return r == -NLE_OBJ_NOTFOUND ? -NBD_NL_ENOFAMILY : nle_to_errno(r);
+	}
+	*ret = e;
+	return 0;
+}
+
+int nbd_nl_events_fd(const struct nbd_nl_events *e)
+{
+	return nl_socket_get_fd(e->sk);
+}
+
+int nbd_nl_events_read(struct nbd_nl_events *e)
+{
+	for (;;) {
+		int r = nl_recvmsgs_default(e->sk);
+
+		if (r == -NLE_AGAIN)
+			return 0;
+		if (r < 0)
+			return nle_to_errno(r);
+	}
+}

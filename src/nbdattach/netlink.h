@@ -30,4 +30,16 @@ int nbd_nl_disconnect(uint32_t index);
 /* STATUS of one device: -ENOENT when the kernel has no such device. */
 int nbd_nl_status(uint32_t index, bool *ret_connected);
 
+/* The nbd multicast group: NBD_CMD_LINK_DEAD tells that a connection of device INDEX died
+ * (the server went away or a request timed out); the kernel keeps the device until someone
+ * sends DISCONNECT or a RECONFIGURE brings a new socket. */
+typedef void (*nbd_nl_link_dead_fn)(void *opaque, uint32_t index);
+struct nbd_nl_events;
+int nbd_nl_events_open(nbd_nl_link_dead_fn fn, void *opaque, struct nbd_nl_events **ret);
+/* Non-blocking socket to poll for POLLIN. */
+int nbd_nl_events_fd(const struct nbd_nl_events *e);
+/* Handles every pending message, calling the callback for each LINK_DEAD. */
+int nbd_nl_events_read(struct nbd_nl_events *e);
+void nbd_nl_events_free(struct nbd_nl_events *e);
+
 #endif

@@ -162,7 +162,7 @@ static int open_private_dir(int parent_fd, const char *path, bool create, int *r
 	return 0;
 }
 
-static int open_devices_dir(bool create, int *ret_fd)
+int state_open_dir(const char *sub, bool create, int *ret_fd)
 {
 	const char *base = getenv("NBDATTACH_STATE_DIR");
 	_cleanup_close_ int top = -1;
@@ -175,7 +175,12 @@ static int open_devices_dir(bool create, int *ret_fd)
 	r = open_private_dir(-1, base, create, &top);
 	if (r < 0)
 		return r;
-	return open_private_dir(top, "devices", create, ret_fd);
+	return open_private_dir(top, sub, create, ret_fd);
+}
+
+static int open_devices_dir(bool create, int *ret_fd)
+{
+	return state_open_dir("devices", create, ret_fd);
 }
 
 static void file_name(uint32_t index, char buf[32])
@@ -249,6 +254,44 @@ int state_remove(uint32_t index)
 	return unlinkat(dfd, name, 0) < 0 && errno != ENOENT ? -errno : 0;
 }
 
+/* Names in the state subdirectory SUB that PARSE accepts, as numbers (unsorted). */
+int state_list_dir(const char *sub, int (*parse)(const char *, uint32_t *), uint32_t **ret, size_t *ret_n)
+{
+	_cleanup_close_ int dfd = -1;
+	_cleanup_(closedirp) DIR *d = NULL;
+	_cleanup_free_ uint32_t *v = NULL;
+	size_t n = 0, cap = 0;
+	struct dirent *de;
+	int r = state_open_dir(sub, false, &dfd);
+
+	*ret = NULL;
+	*ret_n = 0;
+	if (r == -ENOENT)
+		return 0;
+	if (r < 0)
+		return r;
+	d = fdopendir(TAKE_FD(dfd));
+	if (!d)
+		return -errno;
+	while ((de = readdir(d))) {
+		uint32_t x;
+
+		if (parse(de->d_name, &x) < 0)
+			continue;
+		if (n == cap) {
+			uint32_t *nv = reallocarray(v, cap ? cap * 2 : 16, sizeof(*v));
+			if (!nv)
+				return -ENOMEM;
+			v = nv;
+			cap = cap ? cap * 2 : 16;
+		}
+		v[n++] = x;
+	}
+	*ret = TAKE_PTR(v);
+	*ret_n = n;
+	return 0;
+}
+
 static int cmp_u32(const void *a, const void *b)
 {
 	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
@@ -258,31 +301,9 @@ static int cmp_u32(const void *a, const void *b)
 
 int state_list(uint32_t **ret, size_t *ret_n)
 {
-	_cleanup_close_ int dfd = -1;
-	_cleanup_(closedirp) DIR *d = NULL;
-	_cleanup_free_ uint32_t *v = NULL;
-	size_t n = 0;
-	struct dirent *de;
-	int r = open_devices_dir(false, &dfd);
+	int r = state_list_dir("devices", dev_parse_name, ret, ret_n);
 
-	if (r == -ENOENT) {
-		*ret = NULL;
-		*ret_n = 0;
-		return 0;
-	}
-	if (r < 0)
-		return r;
-	d = fdopendir(TAKE_FD(dfd));
-	if (!d)
-		return -errno;
-	v = calloc(4096, sizeof(*v));
-	if (!v)
-		return -ENOMEM;
-	while ((de = readdir(d)) && n < 4096)
-		if (dev_parse_name(de->d_name, &v[n]) == 0)
-			n++;
-	qsort(v, n, sizeof(*v), cmp_u32);
-	*ret = TAKE_PTR(v);
-	*ret_n = n;
-	return 0;
+	if (r == 0 && *ret_n)
+		qsort(*ret, *ret_n, sizeof(**ret), cmp_u32);
+	return r;
 }

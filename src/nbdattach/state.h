@@ -36,10 +36,15 @@ int state_parse(const char *buf, size_t len, struct state_rec *ret);
 /* Serialises REC into BUF; -ENOBUFS if too small. */
 int state_format(const struct state_rec *rec, char *buf, size_t len, size_t *ret_len);
 
+/* Opens (CREATE: creating) the private subdirectory SUB of the state directory. */
+int state_open_dir(const char *sub, bool create, int *ret_fd);
+
 int state_write(const struct state_rec *rec);
 /* -ENOENT when there is no record for INDEX. */
 int state_read(uint32_t index, struct state_rec *ret);
 int state_remove(uint32_t index);
+/* Names in the state subdirectory SUB that PARSE accepts, as numbers (malloc'ed, unsorted). */
+int state_list_dir(const char *sub, int (*parse)(const char *, uint32_t *), uint32_t **ret, size_t *ret_n);
 /* Indices with a record (sorted); *ret malloc'ed. */
 int state_list(uint32_t **ret, size_t *ret_n);
 

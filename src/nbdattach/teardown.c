@@ -3,6 +3,7 @@
 #include <inttypes.h>
 #include <stdio.h>
 
+#include "claims.h"
 #include "netlink.h"
 #include "state.h"
 #include "teardown.h"
@@ -20,10 +21,12 @@ int teardown_device(uint32_t index, int timeout_ms, int *ret_udev_timedout)
 		w = NULL;
 	r = nbd_nl_disconnect(index);
 	if (r == 0 && w)
-		rw = udev_wait_change(w, sysname, timeout_ms);
+		rw = udev_wait_change(w, sysname, timeout_ms, NULL);
 	udev_wait_free(w);
 	if (r == 0)
 		r = state_remove(index);
+	if (r == 0)
+		r = udev_record_remove(index);
 	if (ret_udev_timedout)
 		*ret_udev_timedout = r == 0 && rw < 0;
 	return r;

@@ -98,7 +98,27 @@ static bool is_wanted(struct udev_wait *w, struct udev_device *d, const char *sy
 	       udev_device_get_seqnum(d) > w->seqnum;
 }
 
-int udev_wait_change(struct udev_wait *w, const char *sysname, int timeout_ms)
+static bool prop_set(struct udev_device *d, const char *key)
+{
+	const char *v = udev_device_get_property_value(d, key);
+
+	return v && *v;
+}
+
+/* What our rules (udev/60-nbdattach.rules) made of the event. */
+static unsigned seen_of(struct udev_device *d)
+{
+	unsigned seen = 0;
+	const char *v = udev_device_get_property_value(d, "NBDATTACH");
+
+	if (v && !strcmp(v, "1"))
+		seen |= UDEV_SAW_OURS;
+	if (prop_set(d, "NBDATTACH_TAG") && prop_set(d, "NBDATTACH_NAME"))
+		seen |= UDEV_SAW_LINK;
+	return seen;
+}
+
+int udev_wait_change(struct udev_wait *w, const char *sysname, int timeout_ms, unsigned *ret_seen)
 {
 	int64_t deadline = now_ms() + timeout_ms;
 	struct pollfd p = { .fd = udev_monitor_get_fd(w->mon), .events = POLLIN };
@@ -119,8 +139,34 @@ int udev_wait_change(struct udev_wait *w, const char *sysname, int timeout_ms)
 
 			if (!d)
 				break;
-			if (is_wanted(w, d, sysname))
-				return 0;
+			if (!is_wanted(w, d, sysname))
+				continue;
+			/* A later wait on the same subscription wants a newer event. */
+			w->seqnum = udev_device_get_seqnum(d);
+			if (ret_seen)
+				*ret_seen = seen_of(d);
+			return 0;
 		}
+	}
+}
+
+int udev_wait_fd(const struct udev_wait *w)
+{
+	return udev_monitor_get_fd(w->mon);
+}
+
+int udev_wait_drain(struct udev_wait *w, const char *sysname)
+{
+	int n = 0;
+
+	for (;;) {
+		_cleanup_(udev_device_unrefp) struct udev_device *d = udev_monitor_receive_device(w->mon);
+		const char *name;
+
+		if (!d)
+			return n;
+		name = udev_device_get_sysname(d);
+		if (name && !strcmp(name, sysname) && udev_device_get_seqnum(d) > w->seqnum)
+			n++;
 	}
 }

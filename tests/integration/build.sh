@@ -25,6 +25,8 @@ done
 for r in udev/*.rules; do
 	[ -e "$r" ] && check "installs udev rule ${r##*/}" test -e "$dest/lib/udev/rules.d/${r##*/}"
 done
+expect_eq "installed udev rules run the installed helper" "1 0" \
+	"$(grep -c 'RUN+="/usr/sbin/nbdattach cleanup' "$dest/lib/udev/rules.d/60-nbdattach.rules") $(grep -c '@BINDIR@' "$dest/lib/udev/rules.d/60-nbdattach.rules")"
 for c in modprobe.d/*.conf; do
 	[ -e "$c" ] && check "installs modprobe.d snippet ${c##*/}" test -e "$dest/lib/modprobe.d/${c##*/}"
 done

@@ -30,6 +30,10 @@ usage_err "detach not an nbd device" "not an nbd device" detach /dev/sda
 usage_err "status without device" "exactly one DEVICE" status
 usage_err "status not an nbd device" "not an nbd device" status /dev/nbdx
 usage_err "list extra argument" "unexpected argument" list --foo
+usage_err "cleanup extra argument" "unexpected argument" cleanup nbd0
+usage_err "cleanup --device not an nbd device" "not an nbd device" cleanup --device sda
+usage_err "cleanup unknown option" "unknown option" cleanup --all
+usage_err "monitor without identifier" "expected DEVICE --identifier ID" monitor nbd0
 
 out=$("$NBDATTACH" attach 'nbds+unix:///d?socket=/x' 2>&1); rc=$?
 [ "$rc" -eq 1 ] && [[ "$out" == *"TLS"* ]] && pass "nbds:// refused with a TLS message" || fail "nbds:// refused" "rc=$rc $out"

@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "claims.h"
 #include "devices.h"
 #include "state.h"
 #include "unit.h"
@@ -76,8 +77,26 @@ static void test_roundtrip(void)
 	rmdir(dir);
 }
 
+static int cparse(const char *s)
+{
+	struct claim c;
+
+	return claim_parse(s, strlen(s), &c);
+}
+
+static void test_claims(void)
+{
+	expect_int("claim parses", 0, cparse("NBDATTACH_ID=" ID "\nNBDATTACH_TAG=t\nNBDATTACH_NAME=n\n"));
+	expect_int("claim without identifier refused", -EBADMSG, cparse("NBDATTACH_TAG=t\n"));
+	expect_int("foreign identifier refused", -EBADMSG, cparse("NBDATTACH_ID=x:y\n"));
+	expect_int("path in a name refused", -EBADMSG, cparse("NBDATTACH_ID=" ID "\nNBDATTACH_NAME=../../etc\n"));
+	expect_int("unknown key refused", -EBADMSG, cparse("NBDATTACH_ID=" ID "\nRUN=x\n"));
+	expect_int("missing newline refused", -EBADMSG, cparse("NBDATTACH_ID=" ID));
+}
+
 int main(void)
 {
+	test_claims();
 	test_parse();
 	test_labels();
 	test_roundtrip();

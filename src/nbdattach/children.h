@@ -1,0 +1,32 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/* Child processes: spawned with exactly the descriptors we mean to pass, tracked by pidfd and
+ * reaped by their own pid (never waitpid(-1): the caller may have children of its own). */
+#ifndef NBDATTACH_CHILDREN_H
+#define NBDATTACH_CHILDREN_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+struct child_fd {
+	int from; /* our descriptor */
+	int to;   /* its number in the child */
+};
+
+#define CHILD_SETSID     0x1u /* new session: no controlling terminal, not in our process group */
+#define CHILD_NULL_STDIO 0x2u /* stdin, stdout, stderr on /dev/null (unless mapped) */
+
+/* Spawns PATH with ARGV and ENVP (NULL: ours); FDS are dup'ed to their numbers in the child,
+ * every other descriptor of ours is close-on-exec anyway. Signal mask and dispositions are
+ * reset in the child. */
+int child_spawn(const char *path, char *const argv[], char *const envp[], const struct child_fd *fds,
+		size_t nfds, unsigned flags, pid_t *ret_pid);
+/* Path of the running nbdattach binary, for re-executing it. */
+const char *self_exe(void);
+/* pidfd_open(2). */
+int child_pidfd(pid_t pid, int *ret_fd);
+/* Reaps PID (blocking); *ret_status gets the wait status. */
+int child_reap(pid_t pid, int *ret_status);
+/* Exit status a shell would report: the code, or 128 + signal. */
+int child_exit_code(int status);
+
+#endif

@@ -1,0 +1,221 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "claims.h"
+#include "cleanup.h"
+#include "state.h"
+
+#define CLAIM_FILE_MAX 512
+
+static int format(const struct claim *c, char *buf, size_t len)
+{
+	int n = snprintf(buf, len, "NBDATTACH_ID=%s\nNBDATTACH_TAG=%s\nNBDATTACH_NAME=%s\n",
+			 c->identifier, c->tag, c->name);
+
+	return n > 0 && (size_t)n < len ? n : -ENOBUFS;
+}
+
+static int set_field(const char *key, const char *v, struct claim *c)
+{
+	char t[DEV_LABEL_MAX + 1], n[DEV_LABEL_MAX + 1];
+
+	if (!strcmp(key, "NBDATTACH_ID")) {
+		if (dev_identifier_parse(v, t, n) < 0)
+			return -EBADMSG;
+		snprintf(c->identifier, sizeof(c->identifier), "%s", v);
+		return 0;
+	}
+	if (*v && !dev_label_valid(v))
+		return -EBADMSG;
+	if (!strcmp(key, "NBDATTACH_TAG"))
+		snprintf(c->tag, sizeof(c->tag), "%s", v);
+	else if (!strcmp(key, "NBDATTACH_NAME"))
+		snprintf(c->name, sizeof(c->name), "%s", v);
+	else
+		return -EBADMSG;
+	return 0;
+}
+
+int claim_parse(const char *buf, size_t len, struct claim *ret)
+{
+	struct claim c = { 0 };
+	char line[CLAIM_FILE_MAX];
+	size_t pos = 0;
+
+	if (len == 0 || len >= CLAIM_FILE_MAX || buf[len - 1] != '\n' || memchr(buf, 0, len))
+		return -EBADMSG;
+	while (pos < len) {
+		const char *nl = memchr(buf + pos, '\n', len - pos);
+		size_t n = (size_t)(nl - (buf + pos));
+		char *eq;
+
+		memcpy(line, buf + pos, n);
+		line[n] = 0;
+		eq = strchr(line, '=');
+		if (!eq)
+			return -EBADMSG;
+		*eq = 0;
+		if (set_field(line, eq + 1, &c) < 0)
+			return -EBADMSG;
+		pos += n + 1;
+	}
+	if (!c.identifier[0])
+		return -EBADMSG;
+	*ret = c;
+	return 0;
+}
+
+static int write_at(int dfd, const char *name, const struct claim *c)
+{
+	_cleanup_close_ int fd = -1;
+	char buf[CLAIM_FILE_MAX], tmp[64];
+	int n = format(c, buf, sizeof(buf)), r;
+
+	if (n < 0)
+		return n;
+	snprintf(tmp, sizeof(tmp), ".%s.tmp", name);
+	unlinkat(dfd, tmp, 0); /* ours: the name carries our pid */
+	fd = openat(dfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return -errno;
+	if (write(fd, buf, (size_t)n) != n || renameat(dfd, tmp, dfd, name) < 0) {
+		r = errno ? -errno : -EIO;
+		unlinkat(dfd, tmp, 0);
+		return r;
+	}
+	return 0;
+}
+
+static int read_at(const char *sub, const char *name, struct claim *ret)
+{
+	_cleanup_close_ int dfd = -1, fd = -1;
+	char buf[CLAIM_FILE_MAX];
+	struct stat st;
+	ssize_t n;
+	int r = state_open_dir(sub, false, &dfd);
+
+	if (r < 0)
+		return r;
+	fd = openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	if (!S_ISREG(st.st_mode) || st.st_uid != geteuid())
+		return -EBADMSG;
+	n = read(fd, buf, sizeof(buf));
+	if (n < 0)
+		return -errno;
+	return claim_parse(buf, (size_t)n, ret);
+}
+
+static int remove_at(const char *sub, const char *name)
+{
+	_cleanup_close_ int dfd = -1;
+	int r = state_open_dir(sub, false, &dfd);
+
+	if (r < 0)
+		return r == -ENOENT ? 0 : r;
+	return unlinkat(dfd, name, 0) < 0 && errno != ENOENT ? -errno : 0;
+}
+
+static void pid_name(pid_t pid, char buf[24])
+{
+	snprintf(buf, 24, "%ld", (long)pid);
+}
+
+static void dev_name(uint32_t index, char buf[24])
+{
+	snprintf(buf, 24, "nbd%" PRIu32, index);
+}
+
+int claim_write(pid_t pid, const struct claim *c)
+{
+	_cleanup_close_ int dfd = -1;
+	char name[24];
+	int r = state_open_dir("claims", true, &dfd);
+
+	if (r < 0)
+		return r;
+	pid_name(pid, name);
+	return write_at(dfd, name, c);
+}
+
+int claim_commit(pid_t pid, uint32_t index)
+{
+	_cleanup_close_ int cfd = -1, ufd = -1;
+	char from[24], to[24];
+	int r = state_open_dir("claims", false, &cfd);
+
+	if (r >= 0)
+		r = state_open_dir("udev", true, &ufd);
+	if (r < 0)
+		return r;
+	pid_name(pid, from);
+	dev_name(index, to);
+	return renameat(cfd, from, ufd, to) < 0 ? -errno : 0;
+}
+
+int claim_remove(pid_t pid)
+{
+	char name[24];
+
+	pid_name(pid, name);
+	return remove_at("claims", name);
+}
+
+int claim_read(pid_t pid, struct claim *ret)
+{
+	char name[24];
+
+	pid_name(pid, name);
+	return read_at("claims", name, ret);
+}
+
+int udev_record_read(uint32_t index, struct claim *ret)
+{
+	char name[24];
+
+	dev_name(index, name);
+	return read_at("udev", name, ret);
+}
+
+int udev_record_remove(uint32_t index)
+{
+	char name[24];
+
+	dev_name(index, name);
+	return remove_at("udev", name);
+}
+
+static int parse_pid(const char *s, uint32_t *ret)
+{
+	char *end;
+	long v;
+
+	if (*s < '1' || *s > '9')
+		return -EINVAL;
+	errno = 0;
+	v = strtol(s, &end, 10);
+	if (errno || *end || v > INT32_MAX)
+		return -EINVAL;
+	*ret = (uint32_t)v;
+	return 0;
+}
+
+int claim_list(uint32_t **ret, size_t *ret_n)
+{
+	return state_list_dir("claims", parse_pid, ret, ret_n);
+}
+
+int udev_record_list(uint32_t **ret, size_t *ret_n)
+{
+	return state_list_dir("udev", dev_parse_name, ret, ret_n);
+}

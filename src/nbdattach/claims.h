@@ -1,0 +1,43 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * What udev reads about our devices (udev/60-nbdattach.rules), next to the journal:
+ *   claims/PID  written by the helper (PID) before NBD_CMD_CONNECT. Linux 6.1 creates the
+ *               device's `backend` file only after the first "change" uevent, but `pid` (the
+ *               connecting process) already exists then, so udev recognises the device by it.
+ *   udev/nbdN   the same record once the kernel has said which device it picked (renamed).
+ * Both hold NBDATTACH_ID, NBDATTACH_TAG and NBDATTACH_NAME lines for udev's IMPORT{file};
+ * values are validated labels and our identifier, so they need no quoting.
+ */
+#ifndef NBDATTACH_CLAIMS_H
+#define NBDATTACH_CLAIMS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "devices.h"
+
+struct claim {
+	char identifier[DEV_ID_MAX];
+	char tag[DEV_LABEL_MAX + 1], name[DEV_LABEL_MAX + 1];
+};
+
+/* Writes claims/PID atomically. */
+int claim_write(pid_t pid, const struct claim *c);
+/* Renames claims/PID to udev/nbdINDEX. */
+int claim_commit(pid_t pid, uint32_t index);
+int claim_remove(pid_t pid);
+/* Reads claims/PID; -ENOENT when absent, -EBADMSG when malformed. */
+int claim_read(pid_t pid, struct claim *ret);
+/* PIDs with a claim (malloc'ed, unsorted). */
+int claim_list(uint32_t **ret, size_t *ret_n);
+/* Reads / removes udev/nbdINDEX. */
+int udev_record_read(uint32_t index, struct claim *ret);
+int udev_record_remove(uint32_t index);
+/* Indices with a udev record (malloc'ed, unsorted). */
+int udev_record_list(uint32_t **ret, size_t *ret_n);
+
+/* Parses a record's bytes (exported for the unit tests and the fuzzer). */
+int claim_parse(const char *buf, size_t len, struct claim *ret);
+
+#endif

@@ -1,0 +1,213 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * nbdattach cleanup [--device nbdN]: reconcile what /run/nbdattach says with what the kernel
+ * has. With --device (what udev runs when one of our devices disconnects) it only removes
+ * records of a device that is gone, and never waits for udev (it runs inside udev's worker).
+ * Without, it also disconnects our devices that nothing accounts for any more: left by a
+ * helper that was killed between CONNECT and its journal entry, or whose server is gone.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "claims.h"
+#include "cleanup.h"
+#include "cmd-util.h"
+#include "commands.h"
+#include "handshake.h"
+#include "log.h"
+#include "ownership.h"
+#include "teardown.h"
+
+struct cleanup_opts {
+	const char *device;
+	int udev_timeout_ms;
+	int probe_timeout_ms;
+};
+
+static bool live(const struct dev_info *i, bool have_dev, const char *identifier)
+{
+	return have_dev && i->started && !strcmp(i->backend, identifier);
+}
+
+/* Drops the journal entry and udev record of INDEX unless the device they describe is there. */
+static void forget_if_gone(uint32_t index)
+{
+	struct dev_info i;
+	struct state_rec st;
+	struct claim c;
+	bool have_dev = dev_info_get(index, &i) == 0;
+	int r = state_read(index, &st);
+
+	if ((r == 0 && !live(&i, have_dev, st.identifier)) || r == -EBADMSG)
+		state_remove(index);
+	r = udev_record_read(index, &c);
+	if ((r == 0 && !live(&i, have_dev, c.identifier)) || r == -EBADMSG)
+		udev_record_remove(index);
+}
+
+/* A claim's writer is alive while a process of that pid runs nbdattach. */
+static bool claimant_alive(pid_t pid)
+{
+	char path[64], comm[32] = "";
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%ld/comm", (long)pid);
+	f = fopen(path, "re");
+	if (!f)
+		return false;
+	if (!fgets(comm, sizeof(comm), f))
+		comm[0] = 0;
+	fclose(f);
+	return !strcmp(comm, "nbdattach\n");
+}
+
+static int report_teardown(const struct cleanup_opts *o, uint32_t index, const char *why)
+{
+	int r = teardown_device(index, o->udev_timeout_ms, NULL);
+
+	if (r < 0) {
+		log_error("cannot clean up '/dev/nbd%" PRIu32 "': %s", index, strerror(-r));
+		return r;
+	}
+	printf("/dev/nbd%" PRIu32 ": detached (%s)\n", index, why);
+	return 0;
+}
+
+/* Is any live helper still attaching the device with IDENTIFIER? */
+static bool claimed_by_live_helper(const char *identifier)
+{
+	_cleanup_free_ uint32_t *pids = NULL;
+	size_t n = 0;
+	struct claim c;
+
+	if (claim_list(&pids, &n) < 0)
+		return true; /* cannot tell: leave it */
+	for (size_t k = 0; k < n; k++)
+		if (claim_read((pid_t)pids[k], &c) == 0 && !strcmp(c.identifier, identifier) &&
+		    claimant_alive((pid_t)pids[k]))
+			return true;
+	return false;
+}
+
+/* Claims whose helper died: the device it may have connected is nobody's now. */
+static int reap_claims(const struct cleanup_opts *o, const uint32_t *devs, size_t ndevs)
+{
+	_cleanup_free_ uint32_t *pids = NULL;
+	size_t n = 0;
+	int rc = 0;
+
+	if (claim_list(&pids, &n) < 0)
+		return -EIO;
+	for (size_t k = 0; k < n; k++) {
+		struct claim c;
+
+		if (claimant_alive((pid_t)pids[k]))
+			continue;
+		if (claim_read((pid_t)pids[k], &c) == 0)
+			for (size_t d = 0; d < ndevs; d++) {
+				struct dev_info i;
+
+				if (dev_info_get(devs[d], &i) == 0 && live(&i, true, c.identifier) &&
+				    report_teardown(o, devs[d], "its helper died while attaching it") < 0)
+					rc = -EIO;
+			}
+		claim_remove((pid_t)pids[k]);
+	}
+	return rc;
+}
+
+/* One of our devices: keep it while a journal entry or a live helper accounts for it and its
+ * server still answers. */
+static int check_ours(const struct cleanup_opts *o, const struct dev_info *i)
+{
+	if (!i->have_state) {
+		if (claimed_by_live_helper(i->backend))
+			return 0;
+		return report_teardown(o, i->index, "no journal entry: left by a killed helper");
+	}
+	if (hs_server_gone(i->st.uri, o->probe_timeout_ms))
+		return report_teardown(o, i->index, "its server is gone");
+	return 0;
+}
+
+static int reconcile_all(const struct cleanup_opts *o)
+{
+	_cleanup_free_ uint32_t *devs = NULL, *recs = NULL;
+	size_t ndevs = 0, nrecs = 0;
+	int rc = 0;
+
+	if (dev_list_indices(&devs, &ndevs) < 0)
+		ndevs = 0;
+	if (reap_claims(o, devs, ndevs) < 0)
+		rc = -EIO;
+	for (size_t k = 0; k < ndevs; k++) {
+		struct dev_info i;
+
+		if (dev_info_get(devs[k], &i) == 0 && i.ours && check_ours(o, &i) < 0)
+			rc = -EIO;
+	}
+	if (state_list(&recs, &nrecs) == 0)
+		for (size_t k = 0; k < nrecs; k++)
+			forget_if_gone(recs[k]);
+	free(recs);
+	recs = NULL;
+	if (udev_record_list(&recs, &nrecs) == 0)
+		for (size_t k = 0; k < nrecs; k++)
+			forget_if_gone(recs[k]);
+	return rc;
+}
+
+static int parse_opts(int argc, char **argv, struct cleanup_opts *o)
+{
+	static const struct option lo[] = {
+		{ "device", required_argument, NULL, 'd' },
+		{ "udev-timeout", required_argument, NULL, 'U' },
+		{ "probe-timeout", required_argument, NULL, 'P' },
+		{ 0 }
+	};
+	uint64_t v;
+	int c;
+
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, "+:", lo, NULL)) != -1) {
+		switch (c) {
+		case 'd': o->device = optarg; break;
+		case 'U': if (parse_num_opt("--udev-timeout", optarg, 1, 3600, &v) < 0) return -EINVAL; o->udev_timeout_ms = (int)v * 1000; break;
+		case 'P': if (parse_num_opt("--probe-timeout", optarg, 1, 600, &v) < 0) return -EINVAL; o->probe_timeout_ms = (int)v * 1000; break;
+		default: return usage_bad_option(argv[optind - 1], c);
+		}
+	}
+	if (optind < argc) {
+		log_usage("cleanup: unexpected argument '%s'", argv[optind]);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+int cmd_cleanup(int argc, char **argv)
+{
+	struct cleanup_opts o = { .udev_timeout_ms = UDEV_TIMEOUT_DEFAULT_MS, .probe_timeout_ms = 5000 };
+	uint32_t index;
+
+	if (parse_opts(argc, argv, &o) < 0)
+		return EXIT_USAGE;
+	if (o.device && dev_parse_name(o.device, &index) < 0) {
+		log_usage("cleanup: '%s' is not an nbd device (expected /dev/nbdN or nbdN)", o.device);
+		return EXIT_USAGE;
+	}
+	if (geteuid() != 0) {
+		log_error("cannot clean up: must be run as root");
+		return EXIT_FAIL;
+	}
+	if (o.device) {
+		forget_if_gone(index);
+		return EXIT_OK;
+	}
+	return reconcile_all(&o) < 0 ? EXIT_FAIL : EXIT_OK;
+}

@@ -1,0 +1,138 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * nbdattach monitor DEVICE --identifier ID [--dead-conn-timeout S]: started by attach, one per
+ * device. The kernel keeps a netlink-connected device after its server dies (it only sends
+ * NBD_CMD_LINK_DEAD on its multicast group and fails new I/O), so someone has to release it:
+ * on LINK_DEAD, once --dead-conn-timeout has passed, this disconnects the device and removes
+ * its records. It exits as soon as the device is no longer the one it watches (detached by
+ * anyone), and never holds the device open.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cmd-util.h"
+#include "commands.h"
+#include "handshake.h"
+#include "log.h"
+#include "netlink.h"
+#include "ownership.h"
+#include "teardown.h"
+#include "udev.h"
+
+struct monitor {
+	uint32_t index;
+	const char *identifier;
+	uint64_t dead_conn_timeout;
+	int udev_timeout_ms;
+	bool dead;
+	char sysname[32];
+};
+
+static void on_link_dead(void *opaque, uint32_t index)
+{
+	struct monitor *m = opaque;
+
+	if (index == m->index)
+		m->dead = true;
+}
+
+static bool still_ours(const struct monitor *m)
+{
+	struct dev_info i;
+
+	return dev_info_get(m->index, &i) == 0 && i.started && i.size_sectors > 0 &&
+	       !strcmp(i.backend, m->identifier);
+}
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* A death between attach and our subscription sent its LINK_DEAD to nobody: ask the server. */
+static bool died_before_start(const struct monitor *m)
+{
+	struct dev_info i;
+
+	return dev_info_get(m->index, &i) == 0 && i.have_state && hs_server_gone(i.st.uri, 5000);
+}
+
+static int watch(struct monitor *m, struct nbd_nl_events *ev, struct udev_wait *uw)
+{
+	struct pollfd p[2] = {
+		{ .fd = nbd_nl_events_fd(ev), .events = POLLIN },
+		{ .fd = udev_wait_fd(uw), .events = POLLIN },
+	};
+	int64_t deadline = -1;
+
+	for (;;) {
+		int timeout;
+
+		if (m->dead && deadline < 0)
+			deadline = now_ms() + (int64_t)m->dead_conn_timeout * 1000;
+		if (m->dead && now_ms() >= deadline)
+			return still_ours(m) ? teardown_device(m->index, m->udev_timeout_ms, NULL) : 0;
+		timeout = deadline < 0 ? -1 : (int)(deadline - now_ms());
+		if (poll(p, 2, timeout) < 0 && errno != EINTR)
+			return -errno;
+		if (nbd_nl_events_read(ev) < 0)
+			return -EIO;
+		if (udev_wait_drain(uw, m->sysname) > 0 && !still_ours(m))
+			return 0; /* detached (by anyone): nothing left to watch */
+	}
+}
+
+static int monitor(struct monitor *m)
+{
+	struct nbd_nl_events *ev = NULL;
+	struct udev_wait *uw = NULL;
+	int r = nbd_nl_events_open(on_link_dead, m, &ev);
+
+	if (r >= 0)
+		r = udev_wait_new(&uw);
+	if (r >= 0 && still_ours(m)) {
+		if (died_before_start(m))
+			m->dead = true;
+		r = watch(m, ev, uw);
+	}
+	udev_wait_free(uw);
+	nbd_nl_events_free(ev);
+	return r;
+}
+
+int cmd_monitor(int argc, char **argv)
+{
+	static const struct option lo[] = {
+		{ "identifier", required_argument, NULL, 'i' },
+		{ "dead-conn-timeout", required_argument, NULL, 'D' },
+		{ 0 }
+	};
+	struct monitor m = { .udev_timeout_ms = UDEV_TIMEOUT_DEFAULT_MS };
+	uint64_t v;
+	int c;
+
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, ":", lo, NULL)) != -1) {
+		switch (c) {
+		case 'i': m.identifier = optarg; break;
+		case 'D': if (parse_num_opt("--dead-conn-timeout", optarg, 0, 86400 * 365, &v) < 0) return EXIT_USAGE; m.dead_conn_timeout = v; break;
+		default: usage_bad_option(argv[optind - 1], c); return EXIT_USAGE;
+		}
+	}
+	if (optind + 1 != argc || !m.identifier || dev_parse_name(argv[optind], &m.index) < 0) {
+		log_usage("monitor: expected DEVICE --identifier ID");
+		return EXIT_USAGE;
+	}
+	snprintf(m.sysname, sizeof(m.sysname), "nbd%" PRIu32, m.index);
+	return monitor(&m) < 0 ? EXIT_FAIL : EXIT_OK;
+}

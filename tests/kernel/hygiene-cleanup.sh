@@ -1,0 +1,88 @@
+#!/bin/bash
+# Devices that go away behind nbdattach's back, and records nothing accounts for:
+# - the server killed while attached: the device's monitor releases it within the configured
+#   timeouts; a read in flight gets an error instead of hanging; no stale entry or state;
+# - detached by another tool: udev runs `nbdattach cleanup --device`, records and link go;
+# - `nbdattach cleanup` removes a journal entry of a device that is not connected, a claim of a
+#   dead helper, and disconnects a device of ours that nothing accounts for.
+. "$(dirname "$0")/../lib.sh"
+in_vm || { skip "hygiene-cleanup" "runs only inside the test VM"; exit 0; }
+
+tmp=$(mktmpdir)
+head -c $((32 << 20)) /dev/urandom > "$tmp/disk.raw"
+start_server() { # NAME
+	qemu-nbd --fork --persistent --shared=8 --format=raw --pid-file="$tmp/$1.pid" \
+		--socket="$tmp/$1.sock" --export-name=disk "$tmp/disk.raw" || fail "qemu-nbd $1 starts"
+	defer "kill \$(cat '$tmp/$1.pid') 2>/dev/null"
+}
+state_files() { find /run/nbdattach -type f 2>/dev/null | sort | tr '\n' ' '; }
+ours() { "$NBDATTACH" list | grep -c ' nbdattach '; }
+
+# --- server killed, no dead-connection grace: released at once, the reader gets EIO.
+start_server s1
+dev=$("$NBDATTACH" attach --tag clean --name s1 "nbd+unix:///disk?socket=$tmp/s1.sock")
+expect_eq "attach" 0 "$?"
+n=${dev#/dev/}
+mon=$(sed -n 's/^pid=//p' "/run/nbdattach/devices/$n")
+check "its monitor runs" test "$(cat /proc/"$mon"/comm 2>/dev/null)" = nbdattach
+dd if="$dev" of=/dev/null bs=1M iflag=direct status=none
+kill -STOP "$(cat "$tmp/s1.pid")"
+# A read the server will never answer, then the server dies.
+(dd if="$dev" of=/dev/null bs=4096 count=1 skip=100 iflag=direct status=none; echo "rc=$?" > "$tmp/dd.rc") &
+sleep 1
+t0=$(date +%s)
+kill -KILL "$(cat "$tmp/s1.pid")"
+for i in $(seq 300); do [ -e "/sys/block/$n/pid" ] || break; sleep 0.1; done
+t1=$(date +%s)
+check_fails "device released after the server died ($((t1 - t0)) s)" test -e "/sys/block/$n/pid"
+for i in $(seq 100); do [ -e "$tmp/dd.rc" ] && break; sleep 0.1; done
+case "$(cat "$tmp/dd.rc" 2>/dev/null)" in rc=0|"") fail "the read in flight fails instead of hanging" "$(cat "$tmp/dd.rc" 2>/dev/null)" ;;
+	*) pass "the read in flight fails instead of hanging" ;; esac
+udevadm settle
+expect_eq "list shows no device of ours" 0 "$(ours)"
+expect_eq "state directory empty" "" "$(state_files)"
+check_fails "monitor exited" test -d "/proc/$mon"
+check_fails "link gone" test -e /dev/nbdattach/clean/s1
+
+# --- dead-connection grace: the device waits --dead-conn-timeout, then goes.
+start_server s2
+dev=$("$NBDATTACH" attach --tag clean --name s2 --dead-conn-timeout 3 "nbd+unix:///disk?socket=$tmp/s2.sock")
+n=${dev#/dev/}
+t0=$(date +%s.%N)
+kill -KILL "$(cat "$tmp/s2.pid")"
+sleep 1.5
+check "still there within the grace period" test -e "/sys/block/$n/pid"
+for i in $(seq 300); do [ -e "/sys/block/$n/pid" ] || break; sleep 0.1; done
+el=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
+check_fails "released after the grace period (${el} s)" test -e "/sys/block/$n/pid"
+udevadm settle
+expect_eq "state directory empty after the grace period" "" "$(state_files)"
+
+# --- detached by someone else: udev's rule cleans up.
+start_server s3
+dev=$("$NBDATTACH" attach --tag clean --name s3 "nbd+unix:///disk?socket=$tmp/s3.sock")
+n=${dev#/dev/}
+check "link exists" test -e /dev/nbdattach/clean/s3
+check "nbd-client -d disconnects our device" nbd-client -d "$dev"
+udevadm settle
+check_fails "link gone" test -e /dev/nbdattach/clean/s3
+expect_eq "udev's cleanup removed the records" "" "$(state_files)"
+
+# --- nbdattach cleanup reconciles by itself.
+dev=$("$NBDATTACH" attach --tag clean --name s4 "nbd+unix:///disk?socket=$tmp/s3.sock")
+n=${dev#/dev/}
+mon=$(sed -n 's/^pid=//p' "/run/nbdattach/devices/$n")
+kill "$mon"
+rm "/run/nbdattach/devices/$n"            # as if the helper died before its journal entry
+printf 'index=77\nidentifier=nbdattach:x:y:0123456789abcdef0123456789abcdef\nsize=1048576\nblock-size=4096\n' \
+	> /run/nbdattach/devices/nbd77      # a device that is not connected
+printf 'NBDATTACH_ID=nbdattach:x:z:0123456789abcdef0123456789abcdef\nNBDATTACH_TAG=x\nNBDATTACH_NAME=z\n' \
+	> /run/nbdattach/claims/999999      # a helper that no longer runs
+out=$("$NBDATTACH" cleanup 2>&1)
+expect_eq "cleanup exits 0 ($out)" 0 "$?"
+case "$out" in *"$dev: detached"*) pass "cleanup detached the unaccounted device" ;;
+	*) fail "cleanup detached the unaccounted device" "$out" ;; esac
+udevadm settle
+check_fails "that device is free" test -e "/sys/block/$n/pid"
+expect_eq "state directory empty after cleanup" "" "$(state_files)"
+check "cleanup with nothing to do" "$NBDATTACH" cleanup
