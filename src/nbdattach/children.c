@@ -84,7 +84,8 @@ int child_spawn(const char *path, char *const argv[], char *const envp[], const 
 	if (r == 0)
 		r = plan_attr(&at, flags);
 	if (r == 0)
-		r = -posix_spawn(&pid, path, &fa, &at, argv, envp ? envp : environ);
+		r = -((flags & CHILD_SEARCH_PATH) ? posix_spawnp : posix_spawn)(&pid, path, &fa, &at, argv,
+									envp ? envp : environ);
 	close_all(staged, nfds);
 	posix_spawnattr_destroy(&at);
 	posix_spawn_file_actions_destroy(&fa);

@@ -14,6 +14,7 @@ struct child_fd {
 
 #define CHILD_SETSID     0x1u /* new session: no controlling terminal, not in our process group */
 #define CHILD_NULL_STDIO 0x2u /* stdin, stdout, stderr on /dev/null (unless mapped) */
+#define CHILD_SEARCH_PATH 0x4u /* PATH lookup when PATH has no slash (posix_spawnp) */
 
 /* Spawns PATH with ARGV and ENVP (NULL: ours); FDS are dup'ed to their numbers in the child,
  * every other descriptor of ours is close-on-exec anyway. Signal mask and dispositions are

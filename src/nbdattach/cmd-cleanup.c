@@ -6,7 +6,9 @@
  * Without, it also disconnects our devices that nothing accounts for any more: left by a
  * helper that was killed between CONNECT and its journal entry, or whose server is gone.
  */
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <signal.h>
@@ -22,7 +24,10 @@
 #include "handshake.h"
 #include "log.h"
 #include "ownership.h"
+#include "runs.h"
 #include "teardown.h"
+
+DEFINE_CLEANUP(DIR *, closedir)
 
 struct cleanup_opts {
 	const char *device;
@@ -51,7 +56,7 @@ static void forget_if_gone(uint32_t index)
 		udev_record_remove(index);
 }
 
-/* A claim's writer is alive while a process of that pid runs nbdattach. */
+/* A helper (claim writer, run, monitor) is alive while a process of that pid runs nbdattach. */
 static bool claimant_alive(pid_t pid)
 {
 	char path[64], comm[32] = "";
@@ -131,9 +136,73 @@ static int check_ours(const struct cleanup_opts *o, const struct dev_info *i)
 			return 0;
 		return report_teardown(o, i->index, "no journal entry: left by a killed helper");
 	}
+	if (!strcmp(i->st.owner, "run") && !claimant_alive((pid_t)i->st.pid))
+		return report_teardown(o, i->index, "its run was killed");
 	if (hs_server_gone(i->st.uri, o->probe_timeout_ms))
 		return report_teardown(o, i->index, "its server is gone");
 	return 0;
+}
+
+/* Does process PID carry NBDATTACH_RUN_ID=ID in its environment (a run's child or one of
+ * their descendants)? */
+static bool has_run_id(const char *pid, const char *id)
+{
+	char path[64], buf[65536], want[80];
+	_cleanup_close_ int fd = -1;
+	ssize_t n;
+	size_t wl;
+
+	snprintf(path, sizeof(path), "/proc/%s/environ", pid);
+	snprintf(want, sizeof(want), "NBDATTACH_RUN_ID=%s", id);
+	wl = strlen(want) + 1; /* with its NUL */
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return false;
+	n = read(fd, buf, sizeof(buf) - 1);
+	if (n <= 0)
+		return false;
+	buf[n] = 0;
+	for (char *p = buf; p < buf + n; p += strlen(p) + 1)
+		if ((size_t)(buf + n - p) >= wl - 1 && !strcmp(p, want))
+			return true;
+	return false;
+}
+
+/* Kills every process of a dead run: its recorded children and whatever inherited its id. */
+static void kill_run_processes(const struct run_rec *rr)
+{
+	_cleanup_(closedirp) DIR *d = opendir("/proc");
+	char id[48];
+	struct dirent *de;
+
+	for (unsigned k = 0; k < rr->n_children; k++)
+		if (proc_is((pid_t)rr->children[k].pid, rr->children[k].start))
+			kill((pid_t)rr->children[k].pid, SIGKILL);
+	snprintf(id, sizeof(id), "%" PRId64 ":%" PRIu64, rr->pid, rr->start);
+	while (d && (de = readdir(d)))
+		if (de->d_name[0] >= '1' && de->d_name[0] <= '9' && has_run_id(de->d_name, id))
+			kill((pid_t)atol(de->d_name), SIGKILL);
+}
+
+static void reap_runs(void)
+{
+	_cleanup_free_ uint32_t *pids = NULL;
+	size_t n = 0;
+
+	if (run_list(&pids, &n) < 0)
+		return;
+	for (size_t k = 0; k < n; k++) {
+		struct run_rec rr;
+		int r = run_read((pid_t)pids[k], &rr);
+
+		if (r == 0 && proc_is((pid_t)rr.pid, rr.start))
+			continue; /* still running */
+		if (r == 0) {
+			kill_run_processes(&rr);
+			printf("run %" PRId64 ": killed its processes (the helper died at step %s)\n", rr.pid, rr.step);
+		}
+		run_remove((pid_t)pids[k]);
+	}
 }
 
 static int reconcile_all(const struct cleanup_opts *o)
@@ -142,6 +211,7 @@ static int reconcile_all(const struct cleanup_opts *o)
 	size_t ndevs = 0, nrecs = 0;
 	int rc = 0;
 
+	reap_runs();
 	if (dev_list_indices(&devs, &ndevs) < 0)
 		ndevs = 0;
 	if (reap_claims(o, devs, ndevs) < 0)

@@ -443,7 +443,8 @@ static int produce(struct sink *s, struct blockstatus *bs)
 	return r < 0 ? r : sink_finish(s);
 }
 
-static int run_map(const struct map_opts *o, struct blockstatus *bs, int fd, const char *context)
+static int run_map(const struct map_opts *o, struct blockstatus *bs, int fd, const char *context,
+		   uint64_t *ret_count, uint64_t *ret_total)
 {
 	_cleanup_free_ struct outbuf *out = NULL;
 	struct sink s = { .o = o, .size = blockstatus_size(bs) };
@@ -462,6 +463,8 @@ static int run_map(const struct map_opts *o, struct blockstatus *bs, int fd, con
 	}
 	r = produce(&s, bs);
 	regionmap_writer_free(s.w);
+	if (r == 0 && ret_count)
+		*ret_count = s.count, *ret_total = s.total;
 	if (r < 0 && s.why[0])
 		log_error("cannot map '%s': %s", o->uri, s.why);
 	else if (r < 0 && blockstatus_error(bs))
@@ -505,10 +508,30 @@ int cmd_map(int argc, char **argv)
 		log_error("cannot map '%s': cannot create '%s': %s", o.uri, o.output, strerror(-r));
 		return EXIT_FAIL;
 	}
-	r = run_map(&o, bs, t.fd, context);
+	r = run_map(&o, bs, t.fd, context, NULL, NULL);
 	blockstatus_free(bs);
 	if (r == 0 && (r = target_commit(&o, &t)) < 0)
 		log_error("cannot map '%s': cannot write '%s': %s", o.uri, o.output, strerror(-r));
 	target_close(&t);
 	return r < 0 ? EXIT_FAIL : EXIT_OK;
+}
+
+int map_binary(const char *uri, const char *bitmap, uint64_t granularity, int fd,
+	       uint64_t *ret_count, uint64_t *ret_total)
+{
+	struct map_opts o = { .uri = uri, .bitmap = bitmap, .format = FMT_BINARY, .output_fd = fd,
+			      .granularity = granularity };
+	_cleanup_free_ char *context = NULL;
+	struct blockstatus *bs = NULL;
+	int r;
+
+	if (bitmap && asprintf(&context, BITMAP_PREFIX "%s", bitmap) < 0)
+		return -ENOMEM;
+	r = blockstatus_connect(uri, context, &bs);
+	if (r < 0)
+		fail_map(&o, blockstatus_error(bs) ? blockstatus_error(bs) : strerror(-r));
+	else
+		r = run_map(&o, bs, fd, context, ret_count, ret_total);
+	blockstatus_free(bs);
+	return r;
 }

@@ -3,6 +3,8 @@
 #ifndef NBDATTACH_COMMANDS_H
 #define NBDATTACH_COMMANDS_H
 
+#include <stdint.h>
+
 /* Exit statuses (documented in nbdattach(8)). */
 #define EXIT_OK 0
 #define EXIT_FAIL 1
@@ -17,5 +19,12 @@ int cmd_status(int argc, char **argv);
 int cmd_map(int argc, char **argv);
 int cmd_cleanup(int argc, char **argv);
 int cmd_monitor(int argc, char **argv);
+int cmd_run(int argc, char **argv);
+int cmd_discard(int argc, char **argv);
+
+/* The binary region map of URI (BITMAP NULL: a full map) written to FD, sealed when FD is a
+ * memfd (cmd-map.c; used by run). Prints its own one-line error. */
+int map_binary(const char *uri, const char *bitmap, uint64_t granularity, int fd,
+	       uint64_t *ret_count, uint64_t *ret_total);
 
 #endif

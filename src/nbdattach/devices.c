@@ -143,6 +143,14 @@ int dev_set_read_ahead(uint32_t index, unsigned kb)
 	return write_attr(index, "queue/read_ahead_kb", val);
 }
 
+int dev_set_max_request(uint32_t index, uint64_t bytes)
+{
+	char val[24];
+
+	snprintf(val, sizeof(val), "%" PRIu64, bytes / 1024);
+	return write_attr(index, "queue/max_sectors_kb", val);
+}
+
 int dev_trigger_change(uint32_t index)
 {
 	return write_attr(index, "uevent", "change");

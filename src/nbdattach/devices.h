@@ -29,6 +29,8 @@ int dev_read_attr(uint32_t index, const char *attr, char *buf, size_t len);
 /* Whether /sys/block/nbdN/pid exists (the device is started). */
 bool dev_is_started(uint32_t index);
 int dev_set_read_ahead(uint32_t index, unsigned kb);
+/* Largest request the kernel sends (queue/max_sectors_kb), in bytes (a multiple of 1024). */
+int dev_set_max_request(uint32_t index, uint64_t bytes);
 /* Asks the kernel to emit a "change" uevent for the device (so udev runs its rules again). */
 int dev_trigger_change(uint32_t index);
 /* The nbd module's max_part parameter (0: no partition scanning), or -errno. */

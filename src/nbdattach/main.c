@@ -19,6 +19,8 @@ static const struct command commands[] = {
 	{ "detach", cmd_detach, "detach DEVICE | --tag T [--name N] [--force]" },
 	{ "list", cmd_list, "list [--json]" },
 	{ "status", cmd_status, "status DEVICE" },
+	{ "run", cmd_run, "run [--tag T] [--map memfd|pipe] [--no-discard] [--grace S] --volume SPEC... -- PROVIDER [ARGS]" },
+	{ "discard", cmd_discard, "discard [--granularity G] DEVICE|URI OFFSET LENGTH" },
 	{ "cleanup", cmd_cleanup, "cleanup [--device DEVICE]" },
 	{ "monitor", cmd_monitor, "monitor DEVICE --identifier ID (started by attach)" },
 	{ "map", cmd_map, "map URI [--bitmap NAME|--full] [--format binary|text|nbdinfo] [--output FILE]" },

@@ -64,7 +64,7 @@ static int set_num(const char *v, uint64_t max, uint64_t *ret)
 static int parse_line(char *line, struct state_rec *r, unsigned *seen)
 {
 	static const char *const keys[] = { "index", "identifier", "tag", "name", "uri", "export",
-		"bitmap", "size", "block-size", "connections", "read-only", "pid", "time" };
+		"bitmap", "size", "block-size", "connections", "read-only", "pid", "time", "owner" };
 	char *v = strchr(line, '=');
 	uint64_t x = 0;
 	unsigned k;
@@ -92,6 +92,11 @@ static int parse_line(char *line, struct state_rec *r, unsigned *seen)
 	case 10: e = set_num(v, 1, &x); r->read_only = x; break;
 	case 11: e = set_num(v, INT32_MAX, &x); r->pid = (int64_t)x; break;
 	case 12: e = set_num(v, INT64_MAX, &x); r->time = (int64_t)x; break;
+	case 13:
+		if (strcmp(v, "attach") && strcmp(v, "run"))
+			return -EBADMSG;
+		e = set_text(r->owner, sizeof(r->owner), v);
+		break;
 	}
 	return e;
 }
@@ -131,9 +136,10 @@ int state_format(const struct state_rec *r, char *buf, size_t len, size_t *ret_l
 	int n = snprintf(buf, len,
 			 "index=%" PRIu32 "\nidentifier=%s\ntag=%s\nname=%s\nuri=%s\nexport=%s\nbitmap=%s\n"
 			 "size=%" PRIu64 "\nblock-size=%" PRIu64 "\nconnections=%" PRIu32 "\nread-only=%d\n"
-			 "pid=%" PRId64 "\ntime=%" PRId64 "\n",
+			 "pid=%" PRId64 "\ntime=%" PRId64 "\nowner=%s\n",
 			 r->index, r->identifier, r->tag, r->name, r->uri, r->export_name, r->bitmap,
-			 r->size, r->block_size, r->connections, r->read_only ? 1 : 0, r->pid, r->time);
+			 r->size, r->block_size, r->connections, r->read_only ? 1 : 0, r->pid, r->time,
+			 r->owner[0] ? r->owner : "attach");
 
 	if (n < 0 || (size_t)n >= len || (size_t)n > STATE_FILE_MAX)
 		return -ENOBUFS;

@@ -27,6 +27,7 @@ struct state_rec {
 	uint64_t block_size;
 	uint32_t connections;
 	bool read_only;
+	char owner[8];           /* "attach" (watched by its monitor, pid) or "run" (by helper pid) */
 	int64_t pid;
 	int64_t time;
 };

@@ -1,0 +1,198 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/* Attaching one export, shared by the attach and run commands: negotiate, claim, CONNECT
+ * (the kernel picks the device), journal, wait for udev, verify. Any failure after CONNECT
+ * disconnects the device again, so nothing half-attached survives an error. */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "attach.h"
+#include "children.h"
+#include "claims.h"
+#include "devices.h"
+#include "fault.h"
+#include "handshake.h"
+#include "netlink.h"
+#include "teardown.h"
+#include "udev.h"
+
+static void fill_state(const struct attach_req *o, const struct hs_result *hs, const char *id,
+		       uint32_t index, struct state_rec *s)
+{
+	memset(s, 0, sizeof(*s));
+	s->index = index;
+	snprintf(s->identifier, sizeof(s->identifier), "%s", id);
+	snprintf(s->tag, sizeof(s->tag), "%s", o->tag ? o->tag : "");
+	snprintf(s->name, sizeof(s->name), "%s", o->name ? o->name : "");
+	snprintf(s->uri, sizeof(s->uri), "%s", o->uri);
+	snprintf(s->export_name, sizeof(s->export_name), "%s", hs->export_name);
+	snprintf(s->bitmap, sizeof(s->bitmap), "%s", o->bitmap ? o->bitmap : "");
+	s->size = hs->size;
+	s->block_size = hs->block_size;
+	s->connections = hs->n_fds;
+	s->read_only = hs->read_only;
+	snprintf(s->owner, sizeof(s->owner), "%s", o->no_monitor ? "run" : "attach");
+	s->pid = getpid();
+	s->time = time(NULL);
+}
+
+/* The monitor releases the device when its server dies (the kernel does not); its pid goes
+ * into the journal so that cleanup knows it. */
+static int start_monitor(const struct attach_req *o, struct state_rec *s)
+{
+	char dev[32], dct[24];
+	char *argv[] = { "nbdattach", "monitor", "--identifier", s->identifier,
+			 "--dead-conn-timeout", dct, dev, NULL };
+	pid_t pid;
+	int r;
+
+	snprintf(dev, sizeof(dev), "nbd%" PRIu32, s->index);
+	snprintf(dct, sizeof(dct), "%" PRIu64, o->dead_conn_timeout);
+	r = child_spawn(self_exe(), argv, NULL, NULL, 0, CHILD_SETSID | CHILD_NULL_STDIO, &pid);
+	if (r < 0)
+		return r;
+	s->pid = pid;
+	return state_write(s);
+}
+
+/* udev's first pass over a new device can miss that it is ours (the rules were not installed,
+ * or ran before any of our records were visible) or lack tag and name for the stable link:
+ * one more "change" event makes udev run the rules again over what is on record now. */
+static int wait_udev(const struct attach_req *o, struct udev_wait *w, const struct state_rec *s,
+		     bool *ret_unrecognised)
+{
+	unsigned want = UDEV_SAW_OURS | (s->tag[0] && s->name[0] ? UDEV_SAW_LINK : 0), seen = 0;
+	char sysname[32];
+	int r;
+
+	snprintf(sysname, sizeof(sysname), "nbd%" PRIu32, s->index);
+	r = udev_wait_change(w, sysname, o->udev_timeout_ms, &seen);
+	if (r < 0 || (seen & want) == want)
+		return r;
+	r = dev_trigger_change(s->index);
+	if (r >= 0)
+		r = udev_wait_change(w, sysname, o->udev_timeout_ms, &seen);
+	if (r >= 0)
+		*ret_unrecognised = (seen & want) != want;
+	return r;
+}
+
+/* After CONNECT: journal, udev, verification. On failure the caller tears down. */
+static int finish_attach(const struct attach_req *o, struct udev_wait *w, struct state_rec *s,
+			 const char **what, bool *ret_unrecognised)
+{
+	char backend[DEV_ID_MAX + 2];
+	int r;
+
+	*what = "cannot record the device in the state journal";
+	r = state_write(s);
+	if (r < 0)
+		return r;
+	r = claim_commit(getpid(), s->index);
+	if (r < 0)
+		return r;
+	fault_point("journaled", o->name);
+	*what = "udev did not process the new device in time (see --udev-timeout)";
+	r = wait_udev(o, w, s, ret_unrecognised);
+	if (r < 0)
+		return r;
+	*what = "the device does not carry our backend identifier";
+	r = dev_read_attr(s->index, "backend", backend, sizeof(backend));
+	if (r < 0)
+		return r;
+	if (strcmp(backend, s->identifier))
+		return -EBUSY;
+	*what = "cannot set read_ahead_kb to 0";
+	r = o->bitmap ? dev_set_read_ahead(s->index, 0) : 0;
+	if (r < 0)
+		return r;
+	*what = "cannot set max_sectors_kb";
+	r = o->max_request ? dev_set_max_request(s->index, o->max_request) : 0;
+	if (r < 0 || o->no_monitor)
+		return r;
+	*what = "cannot start the device's monitor";
+	return start_monitor(o, s);
+}
+
+static int do_connect(const struct attach_req *o, struct hs_result *hs, const char *id, uint32_t *ret)
+{
+	struct nbd_nl_config c = {
+		.size = hs->size, .block_size = hs->block_size, .timeout = o->timeout,
+		.dead_conn_timeout = o->dead_conn_timeout, .server_flags = hs->server_flags,
+		.fds = hs->fds, .n_fds = hs->n_fds, .identifier = id,
+	};
+
+	return nbd_nl_connect(&c, ret);
+}
+
+/* Before CONNECT, so that udev recognises the device on its very first event. */
+static int write_claim(const struct attach_req *o, const char *id)
+{
+	struct claim c = { 0 };
+
+	snprintf(c.identifier, sizeof(c.identifier), "%s", id);
+	snprintf(c.tag, sizeof(c.tag), "%s", o->tag ? o->tag : "");
+	snprintf(c.name, sizeof(c.name), "%s", o->name ? o->name : "");
+	return claim_write(getpid(), &c);
+}
+
+static int connected(const struct attach_req *o, struct udev_wait *w, struct attach_result *res,
+		     const char **what)
+{
+	int r = finish_attach(o, w, &res->st, what, &res->unrecognised);
+
+	if (r < 0) {
+		teardown_device(res->st.index, o->udev_timeout_ms, NULL);
+		claim_remove(getpid());
+	}
+	return r;
+}
+
+int attach_device(const struct attach_req *o, struct attach_result *ret, const char **ret_what)
+{
+	struct hs_request req = { .uri = o->uri, .connections = o->connections, .block_size = o->block_size,
+				  .read_only = o->read_only, .bitmap = o->bitmap };
+	struct hs_result hs = { 0 };
+	struct attach_result res = { 0 };
+	struct udev_wait *w = NULL;
+	uint32_t index = 0;
+	char id[DEV_ID_MAX];
+	int r;
+
+	*ret_what = NULL;
+	r = nbd_nl_probe();
+	if (r < 0)
+		return r;
+	r = hs_negotiate(&req, &hs);
+	if (r < 0) {
+		*ret_what = hs_last_error();
+		return r;
+	}
+	r = dev_identifier_new(o->tag, o->name, id);
+	if (r >= 0)
+		r = write_claim(o, id);
+	if (r >= 0)
+		r = udev_wait_new(&w);
+	fault_point("connect", o->name);
+	if (r >= 0)
+		r = do_connect(o, &hs, id, &index);
+	hs_result_close(&hs); /* the kernel holds its own references now */
+	fault_point("connected", o->name);
+	if (r < 0) {
+		claim_remove(getpid());
+		udev_wait_free(w);
+		*ret_what = r == -EBUSY ? "no free nbd device" : "kernel refused CONNECT";
+		return r;
+	}
+	fill_state(o, &hs, id, index, &res.st);
+	res.server_flags = hs.server_flags;
+	r = connected(o, w, &res, ret_what);
+	udev_wait_free(w);
+	if (r == 0)
+		*ret = res;
+	return r;
+}

@@ -1,0 +1,32 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/* Attaching one NBD export to a kernel device (attach.c). */
+#ifndef NBDATTACH_ATTACH_H
+#define NBDATTACH_ATTACH_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "state.h"
+
+struct attach_req {
+	const char *uri, *tag, *name, *bitmap;
+	bool read_only;
+	bool no_monitor;          /* the caller (run) watches the device itself */
+	unsigned connections;     /* 0: default */
+	uint64_t block_size;      /* 0: choose */
+	uint64_t timeout, dead_conn_timeout;
+	uint64_t max_request;     /* bytes per kernel request (max_sectors_kb), 0: the kernel's */
+	int udev_timeout_ms;
+};
+
+struct attach_result {
+	struct state_rec st;      /* as journaled */
+	uint64_t server_flags;
+	bool unrecognised;        /* udev's rules did not recognise the device */
+};
+
+/* Attaches; on failure nothing is left behind and *RET_WHAT (may be NULL) says what failed,
+ * in words for "cannot attach 'URI': ...". */
+int attach_device(const struct attach_req *req, struct attach_result *ret, const char **ret_what);
+
+#endif

@@ -1,0 +1,586 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * nbdattach run [OPTIONS] --volume SPEC... -- PROVIDER [ARGS]: the main job. Attaches every
+ * volume as one transaction (any failure releases all), produces each region map, spawns the
+ * provider with the devices, maps and an acknowledgement pipe (described in NBDATTACH_RUN),
+ * discards what it acknowledges (aligned), forwards termination signals, releases a volume
+ * whose server dies, detaches everything and exits with the provider's status. Every step is
+ * journaled first (runs/PID), so `nbdattach cleanup` can finish what a killed helper left.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "children.h"
+#include "cleanup.h"
+#include "cmd-util.h"
+#include "commands.h"
+#include "json.h"
+#include "log.h"
+#include "netlink.h"
+#include "run.h"
+#include "teardown.h"
+
+#define ACK_LINE_MAX 256
+
+struct run {
+	struct run_opts o;
+	struct run_rec journal;
+	char run_id[48];
+	int sfd;                     /* signalfd: SIGINT, SIGTERM, SIGHUP, SIGQUIT */
+	struct nbd_nl_events *ev;
+	pid_t provider;
+	int provider_pidfd, provider_status;
+	bool provider_done;
+	int ack_rd;
+	char ack_buf[ACK_LINE_MAX + 1];
+	size_t ack_len;
+	bool ack_broken;
+	int64_t kill_at_ms;          /* SIGKILL for the provider after a forwarded signal */
+	bool helper_failed;
+};
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---- options ---- */
+
+static int parse_opt(struct run_opts *o, int c, const char *arg)
+{
+	uint64_t v;
+
+	switch (c) {
+	case 'v':
+		if (o->n == RUN_VOLUMES_MAX) {
+			log_usage("run: at most %d volumes", RUN_VOLUMES_MAX);
+			return -EINVAL;
+		}
+		return volume_parse(arg, &o->vol[o->n++]);
+	case 't':
+		if (!dev_label_valid(arg))
+			return usage_bad_label("--tag", arg);
+		o->tag = arg;
+		return 0;
+	case 'm':
+		if (strcmp(arg, "memfd") && strcmp(arg, "pipe")) {
+			log_usage("invalid --map '%s' (expected memfd or pipe)", arg);
+			return -EINVAL;
+		}
+		o->transport = strcmp(arg, "memfd") ? MAP_PIPE : MAP_MEMFD;
+		return 0;
+	case 'N': o->discard = false; return 0;
+	case 'g': if (parse_num_opt("--grace", arg, 0, 3600, &v) < 0) return -EINVAL; o->grace_s = v; return 0;
+	case 'T': return parse_num_opt("--timeout", arg, 0, 86400 * 365, &o->timeout);
+	case 'D': return parse_num_opt("--dead-conn-timeout", arg, 0, 86400 * 365, &o->dead_conn_timeout);
+	case 'U': if (parse_num_opt("--udev-timeout", arg, 1, 3600, &v) < 0) return -EINVAL; o->udev_timeout_ms = (int)v * 1000; return 0;
+	}
+	return -EINVAL;
+}
+
+static int check_names(const struct run_opts *o)
+{
+	for (unsigned i = 0; i < o->n; i++)
+		for (unsigned k = 0; k < i; k++)
+			if (!strcmp(o->vol[i].name, o->vol[k].name)) {
+				log_usage("run: two volumes named '%s'", o->vol[i].name);
+				return -EINVAL;
+			}
+	return 0;
+}
+
+static int parse_args(int argc, char **argv, struct run_opts *o)
+{
+	static const struct option lo[] = {
+		{ "volume", required_argument, NULL, 'v' },
+		{ "tag", required_argument, NULL, 't' },
+		{ "map", required_argument, NULL, 'm' },
+		{ "no-discard", no_argument, NULL, 'N' },
+		{ "grace", required_argument, NULL, 'g' },
+		{ "timeout", required_argument, NULL, 'T' },
+		{ "dead-conn-timeout", required_argument, NULL, 'D' },
+		{ "udev-timeout", required_argument, NULL, 'U' },
+		{ 0 }
+	};
+	int c;
+
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, "+:", lo, NULL)) != -1) {
+		if (c == '?' || c == ':')
+			return usage_bad_option(argv[optind - 1], c);
+		if (parse_opt(o, c, optarg) < 0)
+			return -EINVAL;
+	}
+	if (optind >= argc || strcmp(argv[optind - 1], "--") || !o->n) {
+		log_usage(!o->n ? "run: no --volume given" : "run: expected -- PROVIDER [ARGS] after the options");
+		return -EINVAL;
+	}
+	o->provider = argv + optind;
+	return check_names(o);
+}
+
+/* ---- the provider's description (NBDATTACH_RUN) ---- */
+
+static void describe_volume(FILE *f, const struct run_opts *o, const struct volume *v, unsigned i)
+{
+	fprintf(f, "%s{", i ? ", " : "");
+	json_kv_str(f, "name", v->name, 1);
+	fprintf(f, ", \"device\": \"/dev/nbd%" PRIu32 "\"", v->st.index);
+	fprintf(f, ", \"link\": \"/dev/nbdattach/%s/%s\"", o->tag, v->name);
+	fprintf(f, ", \"size\": %" PRIu64 ", \"block_size\": %" PRIu64 ", \"granularity\": %" PRIu64,
+		v->st.size, v->st.block_size, v->granularity);
+	json_kv_str(f, "bitmap", v->bitmap, 0);
+	fprintf(f, ", \"full\": %s, \"map_fd\": %u", v->bitmap[0] ? "false" : "true", RUN_FD_MAP0 + i);
+	fprintf(f, ", \"map_transport\": \"%s\"", o->transport == MAP_MEMFD ? "memfd" : "pipe");
+	if (v->map_counted)
+		fprintf(f, ", \"map_regions\": %" PRIu64 ", \"map_bytes\": %" PRIu64, v->map_count, v->map_total);
+	fprintf(f, ", \"discard\": %s}", v->disc ? "true" : "false");
+}
+
+static char *describe(const struct run *run)
+{
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&buf, &len);
+
+	if (!f)
+		return NULL;
+	fprintf(f, "NBDATTACH_RUN={\"version\": 1");
+	json_kv_str(f, "tag", run->o.tag, 0);
+	fprintf(f, ", \"ack_fd\": %d, \"volumes\": [", RUN_FD_ACK);
+	for (unsigned i = 0; i < run->o.n; i++)
+		describe_volume(f, &run->o, &run->o.vol[i], i);
+	fprintf(f, "]}");
+	if (fclose(f) != 0) {
+		free(buf);
+		return NULL;
+	}
+	return buf;
+}
+
+extern char **environ;
+
+/* Our environment plus NBDATTACH_RUN and NBDATTACH_RUN_ID (ours replace inherited ones). */
+static char **provider_env(const struct run *run, char **ret_desc, char **ret_id)
+{
+	size_t n = 0, k = 0;
+	char **envp;
+
+	*ret_desc = describe(run);
+	if (!*ret_desc || asprintf(ret_id, "NBDATTACH_RUN_ID=%s", run->run_id) < 0)
+		return NULL;
+	while (environ[n])
+		n++;
+	envp = calloc(n + 3, sizeof(*envp));
+	if (!envp)
+		return NULL;
+	for (size_t i = 0; i < n; i++)
+		if (strncmp(environ[i], "NBDATTACH_RUN=", 14) && strncmp(environ[i], "NBDATTACH_RUN_ID=", 17) &&
+		    strncmp(environ[i], "NBDATTACH_FAULT=", 16))
+			envp[k++] = environ[i];
+	envp[k++] = *ret_desc;
+	envp[k++] = *ret_id;
+	return envp;
+}
+
+/* ---- spawning ---- */
+
+static int spawn_provider(struct run *run, int ack_wr)
+{
+	struct child_fd fds[1 + RUN_VOLUMES_MAX];
+	_cleanup_free_ char *desc = NULL, *id = NULL;
+	_cleanup_free_ char **envp = provider_env(run, &desc, &id);
+	uint64_t start = 0;
+	int r;
+
+	if (!envp)
+		return -ENOMEM;
+	fds[0] = (struct child_fd){ .from = ack_wr, .to = RUN_FD_ACK };
+	for (unsigned i = 0; i < run->o.n; i++)
+		fds[1 + i] = (struct child_fd){ .from = run->o.vol[i].map_fd, .to = RUN_FD_MAP0 + (int)i };
+	/* Its own session and process group: signals reach the provider's children too. */
+	r = child_spawn(run->o.provider[0], run->o.provider, envp, fds, 1 + run->o.n,
+			CHILD_SETSID | CHILD_SEARCH_PATH, &run->provider);
+	if (r < 0)
+		return r;
+	proc_start_time(run->provider, &start);
+	if (run->journal.n_children < RUN_CHILDREN_MAX)
+		run->journal.children[run->journal.n_children++] = (struct run_child){ .pid = run->provider, .start = start };
+	run_write(&run->journal);
+	return child_pidfd(run->provider, &run->provider_pidfd);
+}
+
+/* ---- acknowledgements: "NAME OFFSET LENGTH\n" ---- */
+
+static struct volume *volume_named(struct run *run, const char *name)
+{
+	for (unsigned i = 0; i < run->o.n; i++)
+		if (!strcmp(run->o.vol[i].name, name))
+			return &run->o.vol[i];
+	return NULL;
+}
+
+static int parse_u64_strict(const char *s, uint64_t *ret)
+{
+	char *end;
+	unsigned long long v;
+
+	if (*s < '0' || *s > '9' || (s[0] == '0' && s[1]))
+		return -EINVAL;
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno || *end)
+		return -EINVAL;
+	*ret = v;
+	return 0;
+}
+
+static int ack_line(struct run *run, char *line)
+{
+	char *name = strtok(line, " "), *off = strtok(NULL, " "), *len = strtok(NULL, " ");
+	uint64_t o, l;
+	struct volume *v;
+	int r;
+
+	if (!name || !off || !len || strtok(NULL, " ") || parse_u64_strict(off, &o) < 0 ||
+	    parse_u64_strict(len, &l) < 0 || !(v = volume_named(run, name)))
+		return -EBADMSG;
+	r = volume_ack(v, o, l);
+	if (r < 0 && r != -EINVAL && r != -ERANGE)
+		log_error("warning: volume '%s': discard failed: %s", v->name, strerror(-r));
+	return r == -EINVAL || r == -ERANGE ? -EBADMSG : 0;
+}
+
+/* A provider that breaks the protocol gets no more discards (discarding less is safe). */
+static void ack_broken(struct run *run, const char *why)
+{
+	if (!run->ack_broken)
+		log_error("warning: provider sent %s on the acknowledgement pipe: no more discards", why);
+	run->ack_broken = true;
+}
+
+static void ack_consume(struct run *run)
+{
+	char *nl;
+
+	while ((nl = memchr(run->ack_buf, '\n', run->ack_len))) {
+		size_t n = (size_t)(nl - run->ack_buf) + 1;
+
+		*nl = 0;
+		if (!run->ack_broken && ack_line(run, run->ack_buf) < 0)
+			ack_broken(run, "a malformed line");
+		memmove(run->ack_buf, run->ack_buf + n, run->ack_len - n);
+		run->ack_len -= n;
+	}
+	if (run->ack_len == ACK_LINE_MAX) {
+		ack_broken(run, "an overlong line");
+		run->ack_len = 0;
+	}
+}
+
+/* Reads what is there; closes the pipe at EOF. */
+static void ack_read(struct run *run)
+{
+	for (;;) {
+		ssize_t n = read(run->ack_rd, run->ack_buf + run->ack_len, ACK_LINE_MAX - run->ack_len);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			if (n == 0 || errno != EAGAIN) {
+				close(run->ack_rd);
+				run->ack_rd = -1;
+			}
+			return;
+		}
+		run->ack_len += (size_t)n;
+		ack_consume(run);
+	}
+}
+
+/* ---- events ---- */
+
+static void on_link_dead(void *opaque, uint32_t index)
+{
+	struct run *run = opaque;
+
+	for (unsigned i = 0; i < run->o.n; i++) {
+		struct volume *v = &run->o.vol[i];
+
+		if (v->attached && v->st.index == index && !v->dead) {
+			v->dead = true;
+			v->dead_since_ms = now_ms();
+		}
+	}
+}
+
+static void forward_signal(struct run *run, int sig)
+{
+	if (run->provider_done)
+		return;
+	kill(-run->provider, sig);
+	if (run->kill_at_ms < 0)
+		run->kill_at_ms = now_ms() + (int64_t)run->o.grace_s * 1000;
+}
+
+static void read_signals(struct run *run)
+{
+	struct signalfd_siginfo si;
+
+	while (read(run->sfd, &si, sizeof(si)) == (ssize_t)sizeof(si))
+		forward_signal(run, (int)si.ssi_signo);
+}
+
+static void provider_exited(struct run *run)
+{
+	if (child_reap(run->provider, &run->provider_status) < 0)
+		run->provider_status = 255 << 8;
+	run->provider_done = true;
+	close(run->provider_pidfd);
+	run->provider_pidfd = -1;
+}
+
+/* A volume whose server died: once --dead-conn-timeout has passed, DISCONNECT it, so that
+ * the provider's reads fail with EIO instead of hanging. */
+static int64_t release_dead(struct run *run)
+{
+	int64_t next = -1;
+
+	for (unsigned i = 0; i < run->o.n; i++) {
+		struct volume *v = &run->o.vol[i];
+		int64_t due = v->dead_since_ms + (int64_t)run->o.dead_conn_timeout * 1000;
+
+		if (!v->dead || v->released)
+			continue;
+		if (now_ms() >= due) {
+			log_error("volume '%s': the server went away: releasing /dev/nbd%" PRIu32, v->name, v->st.index);
+			run->helper_failed = true;
+			volume_release(&run->o, v);
+		} else if (next < 0 || due < next) {
+			next = due;
+		}
+	}
+	return next;
+}
+
+static int poll_timeout(const struct run *run, int64_t dead_due)
+{
+	int64_t t = -1, now = now_ms();
+
+	if (run->kill_at_ms >= 0)
+		t = run->kill_at_ms;
+	if (dead_due >= 0 && (t < 0 || dead_due < t))
+		t = dead_due;
+	return t < 0 ? -1 : t <= now ? 0 : (int)(t - now);
+}
+
+static void wait_provider(struct run *run)
+{
+	while (!run->provider_done) {
+		struct pollfd p[4] = {
+			{ .fd = run->sfd, .events = POLLIN },
+			{ .fd = run->provider_pidfd, .events = POLLIN },
+			{ .fd = run->ack_rd, .events = POLLIN },
+			{ .fd = nbd_nl_events_fd(run->ev), .events = POLLIN },
+		};
+		int64_t dead_due = release_dead(run);
+
+		if (run->kill_at_ms >= 0 && now_ms() >= run->kill_at_ms) {
+			kill(-run->provider, SIGKILL);
+			run->kill_at_ms = -1;
+		}
+		if (poll(p, 4, poll_timeout(run, dead_due)) < 0 && errno != EINTR)
+			break;
+		if (p[0].revents)
+			read_signals(run);
+		if (p[2].revents && run->ack_rd >= 0)
+			ack_read(run);
+		if (p[3].revents)
+			nbd_nl_events_read(run->ev);
+		if (p[1].revents)
+			provider_exited(run);
+	}
+	if (run->ack_rd >= 0)
+		ack_read(run); /* what it wrote just before exiting */
+}
+
+/* ---- the run ---- */
+
+static void release_all(struct run *run)
+{
+	for (unsigned i = 0; i < run->o.n; i++) {
+		struct volume *v = &run->o.vol[i];
+
+		if (v->attached && !v->released)
+			journal_step(&run->journal, "detach", v->name);
+		if (volume_release(&run->o, v) < 0)
+			run->helper_failed = true;
+		if (v->map_status && !WIFSIGNALED(v->map_status))
+			run->helper_failed = true; /* the provider got a map without its trailer */
+	}
+}
+
+static void report(const struct run *run)
+{
+	for (unsigned i = 0; i < run->o.n; i++) {
+		const struct volume *v = &run->o.vol[i];
+
+		if (!v->attached)
+			continue;
+		fprintf(stderr, "nbdattach: volume '%s' /dev/nbd%" PRIu32 ": ", v->name, v->st.index);
+		if (v->map_counted)
+			fprintf(stderr, "map %" PRIu64 " regions %" PRIu64 " bytes, ", v->map_count, v->map_total);
+		fprintf(stderr, "discarded %" PRIu64 " bytes in %" PRIu64 " requests\n", v->trimmed, v->trim_requests);
+	}
+}
+
+static int setup_signals(struct run *run)
+{
+	sigset_t set;
+
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGHUP);
+	sigaddset(&set, SIGQUIT);
+	if (sigprocmask(SIG_BLOCK, &set, NULL) < 0)
+		return -errno;
+	signal(SIGPIPE, SIG_IGN);
+	run->sfd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+	return run->sfd < 0 ? -errno : 0;
+}
+
+/* A termination signal during setup: roll back and report it as the status. */
+static int pending_signal(struct run *run)
+{
+	struct signalfd_siginfo si;
+
+	return read(run->sfd, &si, sizeof(si)) == (ssize_t)sizeof(si) ? (int)si.ssi_signo : 0;
+}
+
+static int setup_volumes(struct run *run)
+{
+	for (unsigned i = 0; i < run->o.n; i++) {
+		int sig, r = volume_setup(&run->o, &run->o.vol[i], &run->journal, run->run_id);
+
+		if (r < 0)
+			return EXIT_RUN_HELPER;
+		sig = pending_signal(run);
+		if (sig) {
+			log_error("run interrupted by signal %d while attaching: releasing everything", sig);
+			return 128 + sig;
+		}
+	}
+	return 0;
+}
+
+static int start(struct run *run)
+{
+	int p[2], r;
+
+	if (pipe2(p, O_CLOEXEC) < 0)
+		return -errno;
+	run->ack_rd = p[0];
+	fcntl(run->ack_rd, F_SETFL, O_NONBLOCK);
+	r = journal_step(&run->journal, "spawn", NULL);
+	if (r == 0)
+		r = spawn_provider(run, p[1]);
+	close(p[1]);
+	for (unsigned i = 0; i < run->o.n; i++) { /* the provider has its own copies now */
+		close(run->o.vol[i].map_fd);
+		run->o.vol[i].map_fd = -1;
+	}
+	if (r < 0) {
+		log_error("cannot run '%s': %s", run->o.provider[0], strerror(-r));
+		return r == -ENOENT ? EXIT_RUN_NOT_FOUND : r == -EACCES || r == -ENOEXEC ? EXIT_RUN_CANNOT_EXEC : EXIT_RUN_HELPER;
+	}
+	journal_step(&run->journal, "wait", NULL);
+	return 0;
+}
+
+static int exit_status(const struct run *run)
+{
+	int code = child_exit_code(run->provider_status);
+
+	return code == 0 && run->helper_failed ? EXIT_RUN_HELPER : code;
+}
+
+static int run_main(struct run *run)
+{
+	int rc = setup_signals(run) < 0 ? EXIT_RUN_HELPER : 0;
+
+	if (rc == 0 && nbd_nl_events_open(on_link_dead, run, &run->ev) < 0) {
+		log_error("cannot run: nbd kernel module not loaded: run 'modprobe nbd' (see modprobe.d/nbdattach.conf)");
+		rc = EXIT_RUN_HELPER;
+	}
+	if (rc == 0 && journal_step(&run->journal, "begin", NULL) < 0) {
+		log_error("cannot run: cannot write the run journal");
+		rc = EXIT_RUN_HELPER;
+	}
+	if (rc == 0)
+		rc = setup_volumes(run);
+	if (rc == 0)
+		rc = start(run);
+	if (rc == 0) {
+		wait_provider(run);
+		rc = -1;
+	}
+	release_all(run);
+	if (rc == -1) {
+		report(run);
+		rc = exit_status(run);
+	}
+	journal_step(&run->journal, "end", NULL);
+	run_remove(getpid());
+	nbd_nl_events_free(run->ev);
+	return rc;
+}
+
+static void init_run(struct run *run)
+{
+	uint64_t start = 0;
+
+	proc_start_time(getpid(), &start);
+	*run = (struct run){ .o = { .transport = MAP_MEMFD, .discard = true, .grace_s = 10,
+				    .udev_timeout_ms = UDEV_TIMEOUT_DEFAULT_MS },
+			     .sfd = -1, .provider_pidfd = -1, .ack_rd = -1, .kill_at_ms = -1 };
+	run->journal.pid = getpid();
+	run->journal.start = start;
+	snprintf(run->run_id, sizeof(run->run_id), "%ld:%" PRIu64, (long)getpid(), start);
+}
+
+int cmd_run(int argc, char **argv)
+{
+	_cleanup_free_ struct run *run = calloc(1, sizeof(*run));
+
+	if (!run) {
+		log_error("cannot run: out of memory");
+		return EXIT_RUN_HELPER;
+	}
+	init_run(run);
+	if (parse_args(argc, argv, &run->o) < 0)
+		return EXIT_USAGE;
+	if (!run->o.tag) {
+		snprintf(run->o.tag_buf, sizeof(run->o.tag_buf), "run-%ld", (long)getpid());
+		run->o.tag = run->o.tag_buf;
+	}
+	if (geteuid() != 0) {
+		log_error("cannot run: must be run as root (needs CAP_SYS_ADMIN for the nbd netlink interface)");
+		return EXIT_RUN_HELPER;
+	}
+	return run_main(run);
+}

@@ -1,0 +1,274 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/* The volumes of `nbdattach run`: --volume parsing, attach + map + discard connection for each,
+ * and release. */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "attach.h"
+#include "children.h"
+#include "cmd-util.h"
+#include "commands.h"
+#include "fault.h"
+#include "log.h"
+#include "regionmap.h"
+#include "run.h"
+#include "teardown.h"
+
+int journal_step(struct run_rec *j, const char *step, const char *name)
+{
+	int r;
+
+	snprintf(j->step, sizeof(j->step), "%s%s%s", step, name ? ":" : "", name ? name : "");
+	r = run_write(j);
+	if (r < 0)
+		return r;
+	fault_point(step, name);
+	return 0;
+}
+
+/* ---- --volume name=N,bitmap=B|full,granularity=G,connections=C,block-size=S,uri=URI ---- */
+
+static int spec_value(struct volume *v, const char *key, const char *val)
+{
+	uint64_t x;
+
+	if (!strcmp(key, "name")) {
+		if (!dev_label_valid(val))
+			return usage_bad_label("volume name", val);
+		snprintf(v->name, sizeof(v->name), "%s", val);
+	} else if (!strcmp(key, "bitmap")) {
+		if (!*val || strlen(val) >= sizeof(v->bitmap) || strpbrk(val, "\n\r\t ")) {
+			log_usage("invalid volume bitmap '%s'", val);
+			return -EINVAL;
+		}
+		snprintf(v->bitmap, sizeof(v->bitmap), "%s", strcmp(val, "full") ? val : "");
+	} else if (!strcmp(key, "granularity")) {
+		if (parse_num_opt("volume granularity", val, 512, REGIONMAP_GRANULARITY_MAX, &x) < 0)
+			return -EINVAL;
+		if (x & (x - 1)) {
+			log_usage("invalid volume granularity '%s' (expected a power of two)", val);
+			return -EINVAL;
+		}
+		v->granularity = x;
+	} else if (!strcmp(key, "connections")) {
+		if (parse_num_opt("volume connections", val, 1, 16, &x) < 0)
+			return -EINVAL;
+		v->connections = (unsigned)x;
+	} else if (!strcmp(key, "block-size")) {
+		if (parse_num_opt("volume block-size", val, 512, 65536, &x) < 0)
+			return -EINVAL;
+		v->block_size = x;
+	} else {
+		log_usage("unknown volume key '%s' (name, uri, bitmap, granularity, connections, block-size)", key);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+int volume_parse(const char *spec, struct volume *v)
+{
+	char buf[512];
+	char *p = buf;
+
+	*v = (struct volume){ .granularity = 65536, .map_fd = -1, .map_pidfd = -1 };
+	if (strlen(spec) >= sizeof(buf)) {
+		log_usage("--volume spec too long");
+		return -EINVAL;
+	}
+	snprintf(buf, sizeof(buf), "%s", spec);
+	while (p && *p) {
+		char *eq = strchr(p, '='), *comma;
+
+		if (!eq) {
+			log_usage("invalid --volume '%s' (expected KEY=VALUE,...,uri=URI)", spec);
+			return -EINVAL;
+		}
+		*eq = 0;
+		if (!strcmp(p, "uri")) { /* the URI is last and may hold commas */
+			v->uri = spec + (eq + 1 - buf);
+			break;
+		}
+		comma = strchr(eq + 1, ',');
+		if (comma)
+			*comma = 0;
+		if (spec_value(v, p, eq + 1) < 0)
+			return -EINVAL;
+		p = comma ? comma + 1 : NULL;
+	}
+	if (!v->uri || !*v->uri || !v->name[0]) {
+		log_usage("invalid --volume '%s' (name= and uri= are required, uri= last)", spec);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/* ---- setup ---- */
+
+static int attach_volume(const struct run_opts *o, struct volume *v)
+{
+	struct attach_req req = {
+		.uri = v->uri, .tag = o->tag, .name = v->name, .bitmap = v->bitmap[0] ? v->bitmap : NULL,
+		.read_only = true, .no_monitor = true, .connections = v->connections,
+		.block_size = v->block_size, .timeout = o->timeout,
+		.dead_conn_timeout = o->dead_conn_timeout, .udev_timeout_ms = o->udev_timeout_ms,
+		/* QEMU 7.2's snapshot-access answers a simple-reply read spanning a cluster already
+		 * copied to the fleecing image and one not yet copied with the guest's new data: one
+		 * granule (the copy-before-write cluster) per request at most. */
+		.max_request = v->granularity,
+	};
+	struct attach_result res;
+	const char *what = NULL;
+	int r = attach_device(&req, &res, &what);
+
+	if (r < 0) {
+		fail_attach(v->uri, r, what);
+		return r;
+	}
+	v->st = res.st;
+	v->attached = true;
+	return 0;
+}
+
+/* Memfd transport: the whole map, sealed, before the provider starts. */
+static int map_memfd(struct volume *v)
+{
+	char name[96];
+	int fd, r;
+
+	snprintf(name, sizeof(name), "nbdattach-map-%s", v->name);
+	r = regionmap_memfd_create(name, &fd);
+	if (r < 0) {
+		log_error("cannot map volume '%s': %s", v->name, strerror(-r));
+		return r;
+	}
+	r = map_binary(v->uri, v->bitmap[0] ? v->bitmap : NULL, v->granularity, fd, &v->map_count, &v->map_total);
+	if (r < 0) {
+		close(fd);
+		return r;
+	}
+	v->map_counted = true;
+	v->map_fd = fd;
+	return 0;
+}
+
+/* Pipe transport: a writer child (nbdattach map) streams the map while the provider reads it;
+ * constant memory at both ends whatever the map's size. */
+static int map_pipe(struct volume *v, struct run_rec *j, const char *run_id)
+{
+	char gran[24], env[128];
+	char *argv[] = { "nbdattach", "map", "--granularity", gran, "--output-fd", "3",
+			 v->bitmap[0] ? "--bitmap" : "--full", v->bitmap[0] ? v->bitmap : NULL, NULL, NULL };
+	char *envp[] = { env, "PATH=/usr/sbin:/usr/bin:/sbin:/bin", NULL };
+	int p[2], r;
+	struct child_fd fds[] = { { .to = 3 }, { .from = STDERR_FILENO, .to = 2 } };
+
+	snprintf(gran, sizeof(gran), "%" PRIu64, v->granularity);
+	snprintf(env, sizeof(env), "NBDATTACH_RUN_ID=%s", run_id);
+	argv[v->bitmap[0] ? 8 : 7] = (char *)v->uri;
+	if (pipe2(p, O_CLOEXEC) < 0)
+		return -errno;
+	fds[0].from = p[1];
+	r = child_spawn(self_exe(), argv, envp, fds, 2, 0, &v->map_pid);
+	close(p[1]);
+	if (r == 0)
+		r = child_pidfd(v->map_pid, &v->map_pidfd);
+	if (r == 0 && j->n_children < RUN_CHILDREN_MAX) {
+		uint64_t start = 0;
+
+		proc_start_time(v->map_pid, &start);
+		j->children[j->n_children++] = (struct run_child){ .pid = v->map_pid, .start = start };
+		r = run_write(j);
+	}
+	if (r < 0) {
+		close(p[0]);
+		log_error("cannot map volume '%s': cannot start the map writer: %s", v->name, strerror(-r));
+		return r;
+	}
+	v->map_fd = p[0];
+	return 0;
+}
+
+static void open_discards(const struct run_opts *o, struct volume *v)
+{
+	char why[256];
+	int r;
+
+	if (!o->discard)
+		return;
+	r = nbd_trimmer_open(v->uri, &v->trimmer, why, sizeof(why));
+	if (r == 0)
+		r = discarder_new(v->st.size, v->granularity, nbd_trimmer_trim, v->trimmer, &v->disc);
+	if (r < 0) {
+		log_error("warning: volume '%s': backed-up ranges will not be discarded: %s", v->name,
+			  r == -EINVAL ? "bad granularity" : why);
+		nbd_trimmer_close(v->trimmer);
+		v->trimmer = NULL;
+	}
+}
+
+int volume_setup(const struct run_opts *o, struct volume *v, struct run_rec *journal, const char *run_id)
+{
+	int r = journal_step(journal, "attach", v->name);
+
+	if (r == 0)
+		r = attach_volume(o, v);
+	if (r == 0)
+		r = journal_step(journal, "map", v->name);
+	if (r == 0)
+		r = o->transport == MAP_MEMFD ? map_memfd(v) : map_pipe(v, journal, run_id);
+	if (r == 0)
+		open_discards(o, v);
+	return r;
+}
+
+int volume_ack(struct volume *v, uint64_t offset, uint64_t length)
+{
+	return v->disc ? discarder_ack(v->disc, offset, length) : 0;
+}
+
+/* ---- release ---- */
+
+static void reap_map_writer(struct volume *v)
+{
+	if (!v->map_pid)
+		return;
+	kill(v->map_pid, SIGTERM); /* done or not: nobody reads its pipe any more */
+	child_reap(v->map_pid, &v->map_status);
+	v->map_pid = 0;
+}
+
+int volume_release(const struct run_opts *o, struct volume *v)
+{
+	int r = 0;
+
+	reap_map_writer(v);
+	if (v->map_pidfd >= 0)
+		close(v->map_pidfd);
+	if (v->map_fd >= 0)
+		close(v->map_fd);
+	v->map_pidfd = v->map_fd = -1;
+	if (v->disc) {
+		v->trimmed = discarder_trimmed(v->disc);
+		v->trim_requests = discarder_requests(v->disc);
+	}
+	discarder_free(v->disc);
+	nbd_trimmer_close(v->trimmer);
+	v->disc = NULL;
+	v->trimmer = NULL;
+	if (v->attached && !v->released) {
+		r = teardown_device(v->st.index, o->udev_timeout_ms, NULL);
+		if (r < 0)
+			log_error("cannot detach volume '%s' (/dev/nbd%" PRIu32 "): %s", v->name, v->st.index,
+				  strerror(-r));
+		else
+			v->released = true;
+	}
+	return r;
+}

@@ -1,0 +1,245 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cleanup.h"
+#include "runs.h"
+#include "state.h"
+
+static int parse_dec(const char *v, uint64_t max, uint64_t *ret)
+{
+	char *end;
+	unsigned long long x;
+
+	if (*v < '0' || *v > '9' || (v[0] == '0' && v[1]))
+		return -EBADMSG;
+	errno = 0;
+	x = strtoull(v, &end, 10);
+	if (errno || *end || x > max)
+		return -EBADMSG;
+	*ret = x;
+	return 0;
+}
+
+static int parse_child(const char *v, struct run_rec *r)
+{
+	char pid[24];
+	const char *colon = strchr(v, ':');
+	uint64_t p, s;
+
+	if (!colon || colon - v >= (ptrdiff_t)sizeof(pid) || r->n_children >= RUN_CHILDREN_MAX)
+		return -EBADMSG;
+	memcpy(pid, v, (size_t)(colon - v));
+	pid[colon - v] = 0;
+	if (parse_dec(pid, INT32_MAX, &p) < 0 || p == 0 || parse_dec(colon + 1, UINT64_MAX, &s) < 0)
+		return -EBADMSG;
+	r->children[r->n_children++] = (struct run_child){ .pid = (int64_t)p, .start = s };
+	return 0;
+}
+
+static int parse_step(const char *v, struct run_rec *r)
+{
+	size_t n = strlen(v);
+
+	if (n == 0 || n >= sizeof(r->step) || strspn(v, "abcdefghijklmnopqrstuvwxyz:-_.0123456789"
+					      "ABCDEFGHIJKLMNOPQRSTUVWXYZ") != n)
+		return -EBADMSG;
+	memcpy(r->step, v, n + 1);
+	return 0;
+}
+
+/* One "key=value" line; SEEN guards the single-valued keys. */
+static int parse_line(char *line, struct run_rec *r, unsigned *seen)
+{
+	char *v = strchr(line, '=');
+	uint64_t x;
+
+	if (!v)
+		return -EBADMSG;
+	*v++ = 0;
+	if (!strcmp(line, "child"))
+		return parse_child(v, r);
+	if (!strcmp(line, "pid") && !(*seen & 1)) {
+		*seen |= 1;
+		if (parse_dec(v, INT32_MAX, &x) < 0 || x == 0)
+			return -EBADMSG;
+		r->pid = (int64_t)x;
+		return 0;
+	}
+	if (!strcmp(line, "start") && !(*seen & 2)) {
+		*seen |= 2;
+		return parse_dec(v, UINT64_MAX, &r->start);
+	}
+	if (!strcmp(line, "step") && !(*seen & 4)) {
+		*seen |= 4;
+		return parse_step(v, r);
+	}
+	return -EBADMSG;
+}
+
+int run_parse(const char *buf, size_t len, struct run_rec *ret)
+{
+	struct run_rec r = { 0 };
+	char line[256];
+	unsigned seen = 0;
+	size_t pos = 0;
+
+	if (len == 0 || len > RUN_FILE_MAX || buf[len - 1] != '\n' || memchr(buf, 0, len))
+		return -EBADMSG;
+	while (pos < len) {
+		const char *nl = memchr(buf + pos, '\n', len - pos);
+		size_t n = (size_t)(nl - (buf + pos));
+
+		if (n >= sizeof(line))
+			return -EBADMSG;
+		memcpy(line, buf + pos, n);
+		line[n] = 0;
+		if (parse_line(line, &r, &seen) < 0)
+			return -EBADMSG;
+		pos += n + 1;
+	}
+	if (seen != 7)
+		return -EBADMSG;
+	*ret = r;
+	return 0;
+}
+
+int run_format(const struct run_rec *r, char *buf, size_t len, size_t *ret_len)
+{
+	size_t pos;
+	int n = snprintf(buf, len, "pid=%" PRId64 "\nstart=%" PRIu64 "\nstep=%s\n", r->pid, r->start, r->step);
+
+	if (n < 0 || (size_t)n >= len)
+		return -ENOBUFS;
+	pos = (size_t)n;
+	for (unsigned i = 0; i < r->n_children; i++) {
+		n = snprintf(buf + pos, len - pos, "child=%" PRId64 ":%" PRIu64 "\n", r->children[i].pid,
+			     r->children[i].start);
+		if (n < 0 || (size_t)n >= len - pos)
+			return -ENOBUFS;
+		pos += (size_t)n;
+	}
+	if (pos > RUN_FILE_MAX)
+		return -ENOBUFS;
+	*ret_len = pos;
+	return 0;
+}
+
+int run_write(const struct run_rec *r)
+{
+	_cleanup_close_ int dfd = -1, fd = -1;
+	char buf[RUN_FILE_MAX + 1], name[24], tmp[40];
+	size_t len;
+	int e = run_format(r, buf, sizeof(buf), &len);
+
+	if (e < 0)
+		return e;
+	e = state_open_dir("runs", true, &dfd);
+	if (e < 0)
+		return e;
+	snprintf(name, sizeof(name), "%" PRId64, r->pid);
+	snprintf(tmp, sizeof(tmp), ".%s.tmp", name);
+	unlinkat(dfd, tmp, 0); /* ours: the name carries our pid */
+	fd = openat(dfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return -errno;
+	if (write(fd, buf, len) != (ssize_t)len || renameat(dfd, tmp, dfd, name) < 0) {
+		e = errno ? -errno : -EIO;
+		unlinkat(dfd, tmp, 0);
+		return e;
+	}
+	return 0;
+}
+
+int run_read(pid_t pid, struct run_rec *ret)
+{
+	_cleanup_close_ int dfd = -1, fd = -1;
+	char buf[RUN_FILE_MAX + 1], name[24];
+	struct stat st;
+	ssize_t n;
+	int e = state_open_dir("runs", false, &dfd);
+
+	if (e < 0)
+		return e;
+	snprintf(name, sizeof(name), "%ld", (long)pid);
+	fd = openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	if (!S_ISREG(st.st_mode) || st.st_uid != geteuid())
+		return -EBADMSG;
+	n = read(fd, buf, sizeof(buf));
+	if (n < 0)
+		return -errno;
+	e = run_parse(buf, (size_t)n, ret);
+	return e == 0 && ret->pid != pid ? -EBADMSG : e;
+}
+
+int run_remove(pid_t pid)
+{
+	_cleanup_close_ int dfd = -1;
+	char name[24];
+	int e = state_open_dir("runs", false, &dfd);
+
+	if (e < 0)
+		return e == -ENOENT ? 0 : e;
+	snprintf(name, sizeof(name), "%ld", (long)pid);
+	return unlinkat(dfd, name, 0) < 0 && errno != ENOENT ? -errno : 0;
+}
+
+static int parse_pid_name(const char *s, uint32_t *ret)
+{
+	uint64_t v;
+
+	if (parse_dec(s, INT32_MAX, &v) < 0 || v == 0)
+		return -EINVAL;
+	*ret = (uint32_t)v;
+	return 0;
+}
+
+int run_list(uint32_t **ret, size_t *ret_n)
+{
+	return state_list_dir("runs", parse_pid_name, ret, ret_n);
+}
+
+int proc_start_time(pid_t pid, uint64_t *ret)
+{
+	char path[64], buf[1024], *p;
+	_cleanup_close_ int fd = -1;
+	ssize_t n;
+
+	snprintf(path, sizeof(path), "/proc/%ld/stat", (long)pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	n = read(fd, buf, sizeof(buf) - 1);
+	if (n <= 0)
+		return -EIO;
+	buf[n] = 0;
+	/* comm may hold spaces and parentheses: fields resume after the last ')'. Field 22 is the
+	 * 20th after it (state is field 3). */
+	p = strrchr(buf, ')');
+	if (!p)
+		return -EIO;
+	for (int field = 2; field < 22; field++) {
+		p = strchr(p + 1, ' ');
+		if (!p)
+			return -EIO;
+	}
+	return sscanf(p + 1, "%" SCNu64, ret) == 1 ? 0 : -EIO;
+}
+
+bool proc_is(pid_t pid, uint64_t start)
+{
+	uint64_t s;
+
+	return pid > 0 && proc_start_time(pid, &s) == 0 && s == start;
+}

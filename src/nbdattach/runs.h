@@ -1,0 +1,45 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * The run journal: runs/PID under the state directory, one per `nbdattach run`, rewritten
+ * atomically before each step, so that `nbdattach cleanup` can finish what a killed helper
+ * left: its child processes (provider, map writers) are named by pid and start time, so a
+ * reused pid is never mistaken for one of them. Devices are in the device journal (owner run,
+ * pid of the helper). Parsed as untrusted input.
+ */
+#ifndef NBDATTACH_RUNS_H
+#define NBDATTACH_RUNS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define RUN_CHILDREN_MAX 64
+#define RUN_FILE_MAX 4096
+
+struct run_child {
+	int64_t pid;
+	uint64_t start; /* start time in clock ticks after boot (/proc/PID/stat field 22) */
+};
+
+struct run_rec {
+	int64_t pid;
+	uint64_t start;
+	char step[128];
+	struct run_child children[RUN_CHILDREN_MAX];
+	unsigned n_children;
+};
+
+int run_parse(const char *buf, size_t len, struct run_rec *ret);
+int run_format(const struct run_rec *r, char *buf, size_t len, size_t *ret_len);
+int run_write(const struct run_rec *r);
+int run_read(pid_t pid, struct run_rec *ret);
+int run_remove(pid_t pid);
+int run_list(uint32_t **ret, size_t *ret_n);
+
+/* Start time of PID from /proc (-ENOENT when it does not exist). */
+int proc_start_time(pid_t pid, uint64_t *ret);
+/* Whether PID still is the process that started at START. */
+bool proc_is(pid_t pid, uint64_t start);
+
+#endif

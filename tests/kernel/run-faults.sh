@@ -1,0 +1,151 @@
+#!/bin/bash
+# nbdattach run when things go wrong:
+# - the helper SIGKILLed at every journal step (NBDATTACH_FAULT), then `nbdattach cleanup`:
+#   no device, no child process, no state;
+# - an attach failure on the third of four volumes: none stays attached;
+# - the provider crashes: everything detached, its status reported;
+# - the server dies mid-backup: the provider sees EIO, run exits non-zero within the
+#   configured timeouts, the device is released;
+# - SIGTERM is forwarded to the provider, SIGKILL follows after --grace;
+# - a parent with children of its own gets them back untouched.
+. "$(dirname "$0")/../lib.sh"
+in_vm || { skip "run-faults" "runs only inside the test VM"; exit 0; }
+
+tmp=$(mktmpdir)
+head -c $((16 << 20)) /dev/urandom > "$tmp/disk.raw"
+qemu-nbd --fork --persistent --shared=32 --read-only --format=raw --pid-file="$tmp/q.pid" \
+	--socket="$tmp/q.sock" --export-name=disk "$tmp/disk.raw" || fail "qemu-nbd starts"
+defer "kill \$(cat '$tmp/q.pid') 2>/dev/null"
+uri="nbd+unix:///disk?socket=$tmp/q.sock"
+vols=(--volume "name=a,uri=$uri" --volume "name=b,uri=$uri")
+connected() { ls /sys/block/nbd*/pid 2>/dev/null | wc -l; }
+state_files() { find /run/nbdattach -type f 2>/dev/null | tr '\n' ' '; }
+leftovers() { pgrep -f "marker-$1" | tr '\n' ' '; }
+
+# The provider for the kill tests: sleeps (so a kill at "wait" finds it running), or exits at
+# once when the step comes after it.
+printf '#!/bin/sh\nexec sleep 1000 "$@"\n' > "$tmp/sleeper"
+chmod +x "$tmp/sleeper"
+
+steps="begin attach:a connect:a connected:a journaled:a map:a attach:b connect:b connected:b journaled:b map:b spawn wait detach:a detach:b end"
+for step in $steps; do
+	provider=("$tmp/sleeper" "marker-$step")
+	case "$step" in detach:*|end) provider=(true) ;; esac
+	NBDATTACH_FAULT=$step timeout 120 "$NBDATTACH" run --tag fault "${vols[@]}" -- "${provider[@]}" >/dev/null 2>&1 &
+	pid=$!
+	# "wait": the helper dies after spawning; give the provider time to be exec'ed.
+	wait "$pid"
+	rc=$?
+	out=$("$NBDATTACH" cleanup 2>&1)
+	udevadm settle
+	if [ "$rc" = 137 ] && [ "$(connected)" = 0 ] && [ -z "$(state_files)" ] && [ -z "$(leftovers "$step")" ]; then
+		pass "killed at $step, then cleanup: no device, no child, no state"
+	else
+		fail "killed at $step, then cleanup" "rc=$rc devices=$(connected) state=$(state_files) children=$(leftovers "$step") cleanup: $out"
+	fi
+done
+# The pipe transport has map writer children of its own.
+for step in spawn wait; do
+	NBDATTACH_FAULT=$step "$NBDATTACH" run --map pipe --tag fault "${vols[@]}" -- "$tmp/sleeper" "marker-pipe$step" >/dev/null 2>&1
+	rc=$?
+	"$NBDATTACH" cleanup >/dev/null 2>&1
+	udevadm settle
+	[ "$rc" = 137 ] && [ "$(connected)" = 0 ] && [ -z "$(state_files)" ] && [ -z "$(pgrep -f 'nbdattach map')$(leftovers "pipe$step")" ] &&
+		pass "--map pipe killed at $step, then cleanup: nothing left" ||
+		fail "--map pipe killed at $step, then cleanup" "rc=$rc devices=$(connected) state=$(state_files)"
+done
+
+# Third of four volumes cannot attach: nothing stays.
+"$NBDATTACH" run --tag tx "${vols[@]}" --volume "name=c,uri=nbd+unix:///disk?socket=$tmp/none.sock" \
+	--volume "name=d,uri=$uri" -- true 2>"$tmp/tx.err"
+rc=$?
+expect_eq "attach failure on the third of four: exit 125 ($(head -n 1 "$tmp/tx.err"))" 125 "$rc"
+expect_eq "attach failure on the third of four: no device attached" 0 "$(connected)"
+expect_eq "attach failure on the third of four: no state" "" "$(state_files)"
+
+# The provider crashes.
+"$NBDATTACH" run --tag crash "${vols[@]}" -- sh -c 'kill -SEGV $$' 2>/dev/null
+expect_eq "provider killed by SIGSEGV: exit 139" 139 "$?"
+expect_eq "provider crash: all detached" 0 "$(connected)"
+expect_eq "provider crash: no state" "" "$(state_files)"
+
+# The provider's status passes through; a missing provider is 127.
+"$NBDATTACH" run --tag st "${vols[@]}" -- sh -c 'exit 7' 2>/dev/null
+expect_eq "provider exit 7 passes through" 7 "$?"
+"$NBDATTACH" run --tag st "${vols[@]}" -- /nonexistent/provider 2>/dev/null
+expect_eq "missing provider: exit 127" 127 "$?"
+expect_eq "missing provider: all detached" 0 "$(connected)"
+
+# SIGTERM forwarded; the provider's TERM handler decides the status.
+cat > "$tmp/term" <<'SH'
+#!/bin/sh
+trap 'exit 42' TERM
+touch "$1"
+while :; do sleep 0.1; done
+SH
+chmod +x "$tmp/term"
+"$NBDATTACH" run --tag sig "${vols[@]}" -- "$tmp/term" "$tmp/term.started" 2>/dev/null &
+pid=$!
+wait_for_file "$tmp/term.started" 60
+kill -TERM "$pid"
+wait "$pid"
+expect_eq "SIGTERM forwarded, the provider's status returned" 42 "$?"
+# A provider that ignores SIGTERM is killed after --grace.
+cat > "$tmp/stubborn" <<'SH'
+#!/bin/sh
+trap '' TERM
+touch "$1"
+while :; do sleep 0.1; done
+SH
+chmod +x "$tmp/stubborn"
+"$NBDATTACH" run --tag sig --grace 2 "${vols[@]}" -- "$tmp/stubborn" "$tmp/stub.started" 2>/dev/null &
+pid=$!
+wait_for_file "$tmp/stub.started" 60
+t0=$(date +%s)
+kill -TERM "$pid"
+wait "$pid"
+rc=$?
+t1=$(date +%s)
+expect_eq "SIGKILL after --grace: exit 137 (after $((t1 - t0)) s)" 137 "$rc"
+expect_eq "after signals: all detached, no state" "0:" "$(connected):$(state_files)"
+
+# The server dies mid-backup.
+qemu-nbd --fork --persistent --shared=8 --read-only --format=raw --pid-file="$tmp/d.pid" \
+	--socket="$tmp/d.sock" --export-name=disk "$tmp/disk.raw" || fail "second qemu-nbd starts"
+cat > "$tmp/reader" <<'SH'
+#!/bin/sh
+dev=$(python3 -c 'import json,os; print(json.loads(os.environ["NBDATTACH_RUN"])["volumes"][0]["device"])')
+touch "$1"
+while dd if="$dev" of=/dev/null bs=1M iflag=direct status=none 2>"$1.err"; do :; done
+echo "provider: $(cat "$1.err")"
+exit 5
+SH
+chmod +x "$tmp/reader"
+"$NBDATTACH" run --tag dies --volume "name=a,uri=nbd+unix:///disk?socket=$tmp/d.sock" -- \
+	"$tmp/reader" "$tmp/reader.started" > "$tmp/dies.out" 2>"$tmp/dies.err" &
+pid=$!
+wait_for_file "$tmp/reader.started" 60
+sleep 1
+t0=$(date +%s.%N)
+kill -KILL "$(cat "$tmp/d.pid")"
+wait "$pid"
+rc=$?
+el=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
+[ "$rc" != 0 ] && pass "server died: run exits non-zero ($rc) after $el s" || fail "server died: run exits non-zero" "0"
+grep -q 'Input/output error' "$tmp/dies.out" && pass "server died: the provider saw EIO" ||
+	fail "server died: the provider saw EIO" "$(cat "$tmp/dies.out")"
+grep -q 'the server went away' "$tmp/dies.err" && pass "server died: run says so" || fail "server died: run says so" "$(cat "$tmp/dies.err")"
+udevadm settle
+expect_eq "server died: device released, no state" "0:" "$(connected):$(state_files)"
+
+# A parent with children of its own: they are its own to reap.
+python3 - "$NBDATTACH" "$uri" <<'PY' && pass "the caller's own children are untouched" || fail "the caller's own children are untouched" "see above"
+import os, subprocess, sys
+kid = os.fork()
+if kid == 0:
+    os._exit(33)
+r = subprocess.run([sys.argv[1], "run", "--tag", "parent", "--volume", "name=a,uri=" + sys.argv[2], "--", "true"])
+pid, status = os.waitpid(kid, 0)
+assert r.returncode == 0, r.returncode
+assert pid == kid and os.WEXITSTATUS(status) == 33, (pid, status)
+PY

@@ -1,0 +1,30 @@
+#!/bin/bash
+# QEMU 7.2's snapshot-access, read with simple replies (as the kernel reads), answers a read
+# that spans a cluster already copied to the fleecing image and one not yet copied with the
+# guest's NEW data for the copied cluster: a backup through /dev/nbdN would silently contain
+# writes made after the snapshot. nbdattach caps the device's requests at one granule
+# (max_sectors_kb), so every read is answered from the right place. The anchor: the same
+# export through nbd-client with the kernel's default request size returns the new data.
+. "$(dirname "$0")/../lib.sh"
+in_vm || { skip "snapshot-reads" "runs only inside the test VM"; exit 0; }
+. "$TOP/tests/fixtures/qemu-nbd-bitmap.sh"
+. "$TOP/tests/fixtures/fleecing.sh"
+
+tmp=$(mktmpdir)
+G=65536
+img_create "$tmp/source.qcow2" 64M $G
+img_bitmap_add "$tmp/source.qcow2" b0 $G
+img_write "$tmp/source.qcow2" $((40 << 20)) $((2 << 20)) 0x44
+fleece_start "$tmp" 64M b0 $G || { fail "fleecing fixture starts"; exit 1; }
+dev=$("$NBDATTACH" attach --bitmap backup-b0 "$(fleece_uri)") || fail "attach --bitmap"
+defer "'$NBDATTACH' detach '$dev'"
+check "nbd-client attaches the same snapshot" nbd-client -N snap -unix "$FLEECE_SOCK" /dev/nbd15 -b 4096
+defer "nbd-client -d /dev/nbd15"
+udevadm settle
+fleece_guest_write $(( (40 << 20) + 4096 )) 8192 0x62   # copies cluster 40M to the fleecing image
+byte_at() { dd if="$1" bs=2M skip=20 count=1 iflag=direct status=none | od -An -tx1 -j 4096 -N 1 | tr -d ' '; }
+expect_eq "max_sectors_kb is one granule" 64 "$(cat "/sys/block/${dev#/dev/}/queue/max_sectors_kb")"
+expect_eq "2 MiB O_DIRECT read through nbdattach's device: the snapshot's data" 44 "$(byte_at "$dev")"
+anchor=$(byte_at /dev/nbd15)
+echo "nbd-client device (max_sectors_kb $(cat /sys/block/nbd15/queue/max_sectors_kb)) returns $anchor"
+expect_eq "anchor: nbd-client's device returns the guest's new data (QEMU 7.2 bug)" 62 "$anchor"
