@@ -1,6 +1,5 @@
 #!/bin/bash
-# Attach benchmark, run INSIDE the test VM by hand (not part of `make check`):
-#   tests/vm/boot --dir bench/kernel --out DIR attach
+# Attach benchmark, run inside the test VM by `make bench` (BENCH=kernel/attach for this one):
 # 1) time from invocation until the device is ready (udev processed), median of 10:
 #    nbdattach attach vs nbd-client + `udevadm settle` vs qemu-nbd -c + `udevadm settle`.
 # 2) 64 attaches one after another (all kept attached): first-8 vs last-8 per-attach time.
