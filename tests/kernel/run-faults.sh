@@ -112,13 +112,25 @@ expect_eq "after signals: all detached, no state" "0:" "$(connected):$(state_fil
 # The server dies mid-backup.
 qemu-nbd --fork --persistent --shared=8 --read-only --format=raw --pid-file="$tmp/d.pid" \
 	--socket="$tmp/d.sock" --export-name=disk "$tmp/disk.raw" || fail "second qemu-nbd starts"
+# The reader reads the device over and over; a short read (the device already gone between two
+# reads) ends it too, so it can never spin.
 cat > "$tmp/reader" <<'SH'
-#!/bin/sh
-dev=$(python3 -c 'import json,os; print(json.loads(os.environ["NBDATTACH_RUN"])["volumes"][0]["device"])')
-touch "$1"
-while dd if="$dev" of=/dev/null bs=1M iflag=direct status=none 2>"$1.err"; do :; done
-echo "provider: $(cat "$1.err")"
-exit 5
+#!/usr/bin/python3
+import json, mmap, os, sys
+dev = json.loads(os.environ["NBDATTACH_RUN"])["volumes"][0]["device"]
+open(sys.argv[1], "w").close()
+buf = mmap.mmap(-1, 1 << 20)
+fd = os.open(dev, os.O_RDONLY | os.O_DIRECT)
+while True:
+    for off in range(0, 16 << 20, 1 << 20):
+        try:
+            n = os.preadv(fd, [buf], off)
+        except OSError as e:
+            print("provider: %s" % e.strerror, flush=True)
+            sys.exit(5)
+        if n != 1 << 20:
+            print("provider: short read", flush=True)
+            sys.exit(6)
 SH
 chmod +x "$tmp/reader"
 "$NBDATTACH" run --tag dies --volume "name=a,uri=nbd+unix:///disk?socket=$tmp/d.sock" -- \
@@ -126,8 +138,10 @@ chmod +x "$tmp/reader"
 pid=$!
 wait_for_file "$tmp/reader.started" 60
 sleep 1
+kill -STOP "$(cat "$tmp/d.pid")"     # a read now waits for an answer...
+sleep 1
 t0=$(date +%s.%N)
-kill -KILL "$(cat "$tmp/d.pid")"
+kill -KILL "$(cat "$tmp/d.pid")"     # ...that never comes
 wait "$pid"
 rc=$?
 el=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
