@@ -12,7 +12,8 @@ wait_for_file "$dir/slow.sock" || { fail "slow server started"; exit 1; }
 uri="nbd+unix:///?socket=$dir/slow.sock"
 
 mkfifo "$dir/pipe"
-"$DUMP" <"$dir/pipe" >"$dir/out" 2>"$dir/err" &
+: > "$dir/out" # opening the fifo blocks until the producer starts: the output must exist first
+"$DUMP" >"$dir/out" 2>"$dir/err" <"$dir/pipe" &
 dump=$!
 "$NBDATTACH" map "$uri" --bitmap x >"$dir/pipe" &
 producer=$!
