@@ -72,58 +72,21 @@ int claim_parse(const char *buf, size_t len, struct claim *ret)
 	return 0;
 }
 
-static int write_at(int dfd, const char *name, const struct claim *c)
+static int write_at(const char *sub, const char *name, const struct claim *c)
 {
-	_cleanup_close_ int fd = -1;
-	char buf[CLAIM_FILE_MAX], tmp[64];
-	int n = format(c, buf, sizeof(buf)), r;
+	char buf[CLAIM_FILE_MAX];
+	int n = format(c, buf, sizeof(buf));
 
-	if (n < 0)
-		return n;
-	snprintf(tmp, sizeof(tmp), ".%s.tmp", name);
-	unlinkat(dfd, tmp, 0); /* ours: the name carries our pid */
-	fd = openat(dfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-	if (fd < 0)
-		return -errno;
-	if (write(fd, buf, (size_t)n) != n || renameat(dfd, tmp, dfd, name) < 0) {
-		r = errno ? -errno : -EIO;
-		unlinkat(dfd, tmp, 0);
-		return r;
-	}
-	return 0;
+	return n < 0 ? n : state_file_write(sub, name, buf, (size_t)n);
 }
 
 static int read_at(const char *sub, const char *name, struct claim *ret)
 {
-	_cleanup_close_ int dfd = -1, fd = -1;
 	char buf[CLAIM_FILE_MAX];
-	struct stat st;
-	ssize_t n;
-	int r = state_open_dir(sub, false, &dfd);
+	size_t n;
+	int r = state_file_read(sub, name, buf, sizeof(buf), &n);
 
-	if (r < 0)
-		return r;
-	fd = openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
-	if (fd < 0)
-		return -errno;
-	if (fstat(fd, &st) < 0)
-		return -errno;
-	if (!S_ISREG(st.st_mode) || st.st_uid != geteuid())
-		return -EBADMSG;
-	n = read(fd, buf, sizeof(buf));
-	if (n < 0)
-		return -errno;
-	return claim_parse(buf, (size_t)n, ret);
-}
-
-static int remove_at(const char *sub, const char *name)
-{
-	_cleanup_close_ int dfd = -1;
-	int r = state_open_dir(sub, false, &dfd);
-
-	if (r < 0)
-		return r == -ENOENT ? 0 : r;
-	return unlinkat(dfd, name, 0) < 0 && errno != ENOENT ? -errno : 0;
+	return r < 0 ? r : claim_parse(buf, n, ret);
 }
 
 static void pid_name(pid_t pid, char buf[24])
@@ -138,14 +101,10 @@ static void dev_name(uint32_t index, char buf[24])
 
 int claim_write(pid_t pid, const struct claim *c)
 {
-	_cleanup_close_ int dfd = -1;
 	char name[24];
-	int r = state_open_dir("claims", true, &dfd);
 
-	if (r < 0)
-		return r;
 	pid_name(pid, name);
-	return write_at(dfd, name, c);
+	return write_at("claims", name, c);
 }
 
 int claim_commit(pid_t pid, uint32_t index)
@@ -168,7 +127,7 @@ int claim_remove(pid_t pid)
 	char name[24];
 
 	pid_name(pid, name);
-	return remove_at("claims", name);
+	return state_file_remove("claims", name);
 }
 
 int claim_read(pid_t pid, struct claim *ret)
@@ -192,7 +151,7 @@ int udev_record_remove(uint32_t index)
 	char name[24];
 
 	dev_name(index, name);
-	return remove_at("udev", name);
+	return state_file_remove("udev", name);
 }
 
 static int parse_pid(const char *s, uint32_t *ret)

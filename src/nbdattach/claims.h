@@ -29,12 +29,12 @@ int claim_commit(pid_t pid, uint32_t index);
 int claim_remove(pid_t pid);
 /* Reads claims/PID; -ENOENT when absent, -EBADMSG when malformed. */
 int claim_read(pid_t pid, struct claim *ret);
-/* PIDs with a claim (malloc'ed, unsorted). */
+/* PIDs with a claim (malloc'ed, sorted). */
 int claim_list(uint32_t **ret, size_t *ret_n);
 /* Reads / removes udev/nbdINDEX. */
 int udev_record_read(uint32_t index, struct claim *ret);
 int udev_record_remove(uint32_t index);
-/* Indices with a udev record (malloc'ed, unsorted). */
+/* Indices with a udev record (malloc'ed, sorted). */
 int udev_record_list(uint32_t **ret, size_t *ret_n);
 
 /* Parses a record's bytes (exported for the unit tests and the fuzzer). */

@@ -43,7 +43,6 @@ static int parse_opts(int argc, char **argv, struct attach_opts *o)
 		{ "json", no_argument, NULL, 'j' },
 		{ "no-monitor", no_argument, NULL, 'M' },
 		{ "max-request", required_argument, NULL, 'R' },
-		{ "help", no_argument, NULL, 'h' },
 		{ 0 }
 	};
 	uint64_t v;
@@ -78,11 +77,6 @@ static int parse_opts(int argc, char **argv, struct attach_opts *o)
 			}
 			o->req.bitmap = optarg;
 			break;
-		case 'h': printf("Usage: nbdattach attach [--tag T] [--name N] [--read-only] [--connections N]\n"
-				 "         [--block-size B] [--timeout S] [--dead-conn-timeout S] [--bitmap NAME]\n"
-				 "         [--udev-timeout S] [--max-request BYTES] [--no-monitor] [--json] URI\n"
-				 "See nbdattach(8).\n");
-			return 1;
 		default: return usage_bad_option(argv[optind - 1], c);
 		}
 	}
@@ -188,8 +182,6 @@ int cmd_attach(int argc, char **argv)
 	struct attach_opts o = { .req.udev_timeout_ms = UDEV_TIMEOUT_DEFAULT_MS };
 	int r = parse_opts(argc, argv, &o);
 
-	if (r == 1)
-		return EXIT_OK;
 	if (r < 0)
 		return EXIT_USAGE;
 	if (!strncmp(o.req.uri, "nbds", 4)) {

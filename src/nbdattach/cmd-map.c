@@ -287,7 +287,6 @@ static int parse_args(int argc, char **argv, struct map_opts *o)
 		{ "output", required_argument, NULL, 'o' },
 		{ "output-fd", required_argument, NULL, 'd' },
 		{ "granularity", required_argument, NULL, 'g' },
-		{ "help", no_argument, NULL, 'h' },
 		{ 0 }
 	};
 	bool full = false;
@@ -296,11 +295,6 @@ static int parse_args(int argc, char **argv, struct map_opts *o)
 	*o = (struct map_opts){ .format = FMT_BINARY, .output_fd = -1, .granularity = 65536 };
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, ":", lo, NULL)) != -1) {
-		if (c == 'h') {
-			printf("Usage: nbdattach map URI [--bitmap NAME|--full] [--format binary|text|nbdinfo]\n"
-			       "         [--granularity BYTES] [--output FILE|--output-fd N]\nSee nbdattach(8).\n");
-			return 1;
-		}
 		if (c == '?' || c == ':')
 			return usage_bad_option(argv[optind - 1], c);
 		if (parse_opt(o, c, optarg, &full) < 0)
@@ -489,9 +483,8 @@ int cmd_map(int argc, char **argv)
 	const char *why;
 	int r;
 
-	r = parse_args(argc, argv, &o);
-	if (r)
-		return r < 0 ? EXIT_USAGE : EXIT_OK;
+	if (parse_args(argc, argv, &o) < 0)
+		return EXIT_USAGE;
 	if ((why = check_uri(o.uri)))
 		return fail_map(&o, why);
 	if (o.bitmap && asprintf(&context, BITMAP_PREFIX "%s", o.bitmap) < 0)

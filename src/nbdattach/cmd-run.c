@@ -221,7 +221,12 @@ static int spawn_provider(struct run *run, int ack_wr)
 	if (run->journal.n_children < RUN_CHILDREN_MAX)
 		run->journal.children[run->journal.n_children++] = (struct run_child){ .pid = run->provider, .start = start };
 	run_write(&run->journal);
-	return child_pidfd(run->provider, &run->provider_pidfd);
+	r = child_pidfd(run->provider, &run->provider_pidfd);
+	if (r < 0) { /* untracked, it must not outlive us with the devices gone */
+		kill(-run->provider, SIGKILL);
+		child_reap(run->provider, &run->provider_status);
+	}
+	return r;
 }
 
 /* ---- acknowledgements: "NAME OFFSET LENGTH\n" ---- */
@@ -492,8 +497,10 @@ static int start(struct run *run)
 {
 	int p[2], r;
 
-	if (pipe2(p, O_CLOEXEC) < 0)
-		return -errno;
+	if (pipe2(p, O_CLOEXEC) < 0) {
+		log_error("cannot run: cannot create the acknowledgement pipe: %s", strerror(errno));
+		return EXIT_RUN_HELPER;
+	}
 	run->ack_rd = p[0];
 	fcntl(run->ack_rd, F_SETFL, O_NONBLOCK);
 	r = journal_step(&run->journal, "spawn", NULL);

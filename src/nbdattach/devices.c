@@ -97,14 +97,11 @@ int dev_parse_name(const char *s, uint32_t *ret_index)
 	return 0;
 }
 
-int dev_read_attr(uint32_t index, const char *attr, char *buf, size_t len)
+int read_first_line(const char *path, char *buf, size_t len)
 {
-	char path[128];
-	_cleanup_close_ int fd = -1;
+	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 	ssize_t n;
 
-	snprintf(path, sizeof(path), "/sys/block/nbd%" PRIu32 "/%s", index, attr);
-	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 	if (fd < 0)
 		return -errno;
 	n = read(fd, buf, len - 1);
@@ -113,6 +110,14 @@ int dev_read_attr(uint32_t index, const char *attr, char *buf, size_t len)
 	buf[n] = 0;
 	buf[strcspn(buf, "\n")] = 0;
 	return 0;
+}
+
+int dev_read_attr(uint32_t index, const char *attr, char *buf, size_t len)
+{
+	char path[128];
+
+	snprintf(path, sizeof(path), "/sys/block/nbd%" PRIu32 "/%s", index, attr);
+	return read_first_line(path, buf, len);
 }
 
 bool dev_is_started(uint32_t index)
@@ -159,16 +164,9 @@ int dev_trigger_change(uint32_t index)
 int dev_module_max_part(void)
 {
 	char buf[16];
-	_cleanup_close_ int fd = open("/sys/module/nbd/parameters/max_part", O_RDONLY | O_CLOEXEC);
-	ssize_t n;
+	int r = read_first_line("/sys/module/nbd/parameters/max_part", buf, sizeof(buf));
 
-	if (fd < 0)
-		return -errno;
-	n = read(fd, buf, sizeof(buf) - 1);
-	if (n <= 0)
-		return -EIO;
-	buf[n] = 0;
-	return atoi(buf) < 0 ? 0 : atoi(buf);
+	return r < 0 ? r : atoi(buf) < 0 ? 0 : atoi(buf);
 }
 
 static int cmp_u32(const void *a, const void *b)
@@ -178,19 +176,16 @@ static int cmp_u32(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
-int dev_list_indices(uint32_t **ret, size_t *ret_n)
+int list_numbered(DIR *d, int (*parse)(const char *, uint32_t *), uint32_t **ret, size_t *ret_n)
 {
-	_cleanup_(closedirp) DIR *d = opendir("/sys/block");
 	_cleanup_free_ uint32_t *v = NULL;
 	size_t n = 0, cap = 0;
 	struct dirent *de;
 
-	if (!d)
-		return -errno;
 	while ((de = readdir(d))) {
-		uint32_t idx;
+		uint32_t x;
 
-		if (dev_parse_name(de->d_name, &idx) < 0)
+		if (parse(de->d_name, &x) < 0)
 			continue;
 		if (n == cap) {
 			uint32_t *nv = reallocarray(v, cap ? cap * 2 : 16, sizeof(*v));
@@ -199,12 +194,20 @@ int dev_list_indices(uint32_t **ret, size_t *ret_n)
 			v = nv;
 			cap = cap ? cap * 2 : 16;
 		}
-		v[n++] = idx;
+		v[n++] = x;
 	}
-	qsort(v, n, sizeof(*v), cmp_u32);
+	if (n)
+		qsort(v, n, sizeof(*v), cmp_u32);
 	*ret = TAKE_PTR(v);
 	*ret_n = n;
 	return 0;
+}
+
+int dev_list_indices(uint32_t **ret, size_t *ret_n)
+{
+	_cleanup_(closedirp) DIR *d = opendir("/sys/block");
+
+	return d ? list_numbered(d, dev_parse_name, ret, ret_n) : -errno;
 }
 
 /* Is NAME ("nbd3" or "nbd3p1") mounted? Compares device numbers via libmount's mountinfo. */
@@ -255,19 +258,10 @@ static int check_holders(const char *syspath, const char *name, char *why, size_
 static int read_devno(const char *syspath, dev_t *ret)
 {
 	char path[512], buf[32];
-	_cleanup_close_ int fd = -1;
 	unsigned ma, mi;
-	ssize_t n;
 
 	snprintf(path, sizeof(path), "%s/dev", syspath);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	n = read(fd, buf, sizeof(buf) - 1);
-	if (n <= 0)
-		return -EIO;
-	buf[n] = 0;
-	if (sscanf(buf, "%u:%u", &ma, &mi) != 2)
+	if (read_first_line(path, buf, sizeof(buf)) < 0 || sscanf(buf, "%u:%u", &ma, &mi) != 2)
 		return -EIO;
 	*ret = makedev(ma, mi);
 	return 0;

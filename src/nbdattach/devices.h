@@ -4,6 +4,7 @@
 #ifndef NBDATTACH_DEVICES_H
 #define NBDATTACH_DEVICES_H
 
+#include <dirent.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -21,6 +22,11 @@ bool dev_label_valid(const char *s);
 int dev_identifier_new(const char *tag, const char *name, char ret[DEV_ID_MAX]);
 /* Splits an identifier; tag/name empty when absent. -EINVAL if not one of ours. */
 int dev_identifier_parse(const char *id, char ret_tag[DEV_LABEL_MAX + 1], char ret_name[DEV_LABEL_MAX + 1]);
+
+/* The first line of a small file (sysfs, procfs) into BUF, NUL-terminated, newline dropped. */
+int read_first_line(const char *path, char *buf, size_t len);
+/* Names in directory D that PARSE accepts, as numbers, sorted (*ret malloc'ed). */
+int list_numbered(DIR *d, int (*parse)(const char *, uint32_t *), uint32_t **ret, size_t *ret_n);
 
 /* "/dev/nbdN" or "nbdN" -> N. */
 int dev_parse_name(const char *s, uint32_t *ret_index);

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /* nbdattach: attach NBD exports to kernel block devices for backup providers. */
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -14,16 +15,22 @@ struct command {
 
 /* Each subcommand adds its line here and its prototype to commands.h. */
 static const struct command commands[] = {
-	{ "version", cmd_version, "version" },
-	{ "attach", cmd_attach, "attach [--tag T] [--name N] [--read-only] [--connections N] [--bitmap NAME] [--json] URI" },
-	{ "detach", cmd_detach, "detach DEVICE | --tag T [--name N] [--force]" },
+	{ "run", cmd_run, "run [--tag TAG] [--map memfd|pipe] [--no-discard] [--grace S] [--timeout S]\n"
+			  "        [--dead-conn-timeout S] [--udev-timeout S] --volume SPEC... -- PROVIDER [ARGS]\n"
+			  "        SPEC: name=NAME[,bitmap=NAME|full][,granularity=G][,connections=N]\n"
+			  "              [,block-size=B],uri=URI" },
+	{ "attach", cmd_attach, "attach [--tag TAG] [--name NAME] [--read-only] [--connections N]\n"
+				"        [--block-size B] [--timeout S] [--dead-conn-timeout S] [--bitmap NAME]\n"
+				"        [--udev-timeout S] [--max-request BYTES] [--no-monitor] [--json] URI" },
+	{ "detach", cmd_detach, "detach [--force] [--udev-timeout S] DEVICE | --tag TAG [--name NAME]" },
 	{ "list", cmd_list, "list [--json]" },
 	{ "status", cmd_status, "status DEVICE" },
-	{ "run", cmd_run, "run [--tag T] [--map memfd|pipe] [--no-discard] [--grace S] --volume SPEC... -- PROVIDER [ARGS]" },
+	{ "map", cmd_map, "map URI [--bitmap NAME|--full] [--format binary|text|nbdinfo]\n"
+			  "        [--granularity BYTES] [--output FILE|--output-fd N]" },
 	{ "discard", cmd_discard, "discard [--granularity G] DEVICE|URI OFFSET LENGTH" },
-	{ "cleanup", cmd_cleanup, "cleanup [--device DEVICE]" },
-	{ "monitor", cmd_monitor, "monitor DEVICE --identifier ID (started by attach)" },
-	{ "map", cmd_map, "map URI [--bitmap NAME|--full] [--format binary|text|nbdinfo] [--output FILE]" },
+	{ "cleanup", cmd_cleanup, "cleanup [--device DEVICE] [--udev-timeout S] [--probe-timeout S]" },
+	{ "monitor", cmd_monitor, "monitor [--dead-conn-timeout S] --identifier ID DEVICE (started by attach)" },
+	{ "version", cmd_version, "version" },
 };
 
 int cmd_version(int argc, char **argv)
@@ -33,6 +40,21 @@ int cmd_version(int argc, char **argv)
 		return EXIT_USAGE;
 	}
 	printf("nbdattach %s\n", NBDATTACH_VERSION);
+	return EXIT_OK;
+}
+
+/* --help anywhere among a command's options (not after "--": that belongs to run's provider). */
+static bool wants_help(int argc, char **argv)
+{
+	for (int i = 2; i < argc && strcmp(argv[i], "--"); i++)
+		if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h"))
+			return true;
+	return false;
+}
+
+static int command_help(const struct command *c)
+{
+	printf("Usage: nbdattach %s\nSee nbdattach(8).\n", c->synopsis);
 	return EXIT_OK;
 }
 
@@ -58,7 +80,7 @@ int main(int argc, char **argv)
 		return cmd_version(argc - 1, argv + 1);
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
 		if (!strcmp(argv[1], commands[i].name))
-			return commands[i].run(argc - 1, argv + 1);
+			return wants_help(argc, argv) ? command_help(&commands[i]) : commands[i].run(argc - 1, argv + 1);
 	log_usage("unknown command '%s' (try 'nbdattach --help')", argv[1]);
 	return EXIT_USAGE;
 }

@@ -23,9 +23,6 @@ struct reply {
 	int kernel_errno;      /* from an NLMSG_ERROR, as the kernel sent it */
 	bool have_index;
 	uint32_t index;
-	bool have_status;
-	bool connected;
-	uint32_t want_index;
 	bool done;             /* ACK or error seen */
 };
 
@@ -79,27 +76,9 @@ static int on_ack(struct nl_msg *msg, void *arg)
 	return NL_STOP;
 }
 
-static void parse_device_list(struct nlattr *list, struct reply *rp)
-{
-	struct nlattr *item;
-	int rem;
-
-	nla_for_each_nested(item, list, rem) {
-		struct nlattr *a[NBD_DEVICE_ATTR_MAX + 1];
-
-		if (nla_type(item) != NBD_DEVICE_ITEM ||
-		    nla_parse_nested(a, NBD_DEVICE_ATTR_MAX, item, NULL) < 0)
-			continue;
-		if (!a[NBD_DEVICE_INDEX] || !a[NBD_DEVICE_CONNECTED] ||
-		    nla_get_u32(a[NBD_DEVICE_INDEX]) != rp->want_index)
-			continue;
-		rp->have_status = true;
-		rp->connected = nla_get_u8(a[NBD_DEVICE_CONNECTED]) != 0;
-	}
-}
-
-/* CONNECT answers with a unicast message carrying NBD_ATTR_INDEX before the ACK; STATUS with
- * NBD_ATTR_DEVICE_LIST. */
+/* CONNECT answers with a unicast message carrying NBD_ATTR_INDEX before the ACK. (STATUS is
+ * not used: it calls a device "connected" when it merely has a config, for instance when
+ * someone holds it open; sysfs `pid` and `backend` tell what we need.) */
 static int on_valid(struct nl_msg *msg, void *arg)
 {
 	struct reply *rp = arg;
@@ -111,8 +90,6 @@ static int on_valid(struct nl_msg *msg, void *arg)
 		rp->have_index = true;
 		rp->index = nla_get_u32(a[NBD_ATTR_INDEX]);
 	}
-	if (a[NBD_ATTR_DEVICE_LIST])
-		parse_device_list(a[NBD_ATTR_DEVICE_LIST], rp);
 	return NL_OK;
 }
 
@@ -243,30 +220,6 @@ int nbd_nl_disconnect(uint32_t index)
 	if (nla_put_u32(msg, NBD_ATTR_INDEX, index) < 0)
 		return -EMSGSIZE;
 	return transact(sk, msg, &rp);
-}
-
-int nbd_nl_status(uint32_t index, bool *ret_connected)
-{
-	_cleanup_(nl_socket_freep) struct nl_sock *sk = NULL;
-	_cleanup_(nlmsg_freep) struct nl_msg *msg = NULL;
-	struct reply rp = { .want_index = index };
-	int family, r;
-
-	r = open_family(&sk, &family);
-	if (r < 0)
-		return r;
-	r = new_request(family, NBD_CMD_STATUS, &msg);
-	if (r < 0)
-		return r;
-	if (nla_put_u32(msg, NBD_ATTR_INDEX, index) < 0)
-		return -EMSGSIZE;
-	r = transact(sk, msg, &rp);
-	if (r < 0)
-		return r;
-	if (!rp.have_status)
-		return -ENOENT;
-	*ret_connected = rp.connected;
-	return 0;
 }
 
 struct nbd_nl_events {

@@ -27,8 +27,6 @@ int nbd_nl_probe(void);
 int nbd_nl_connect(const struct nbd_nl_config *c, uint32_t *ret_index);
 /* DISCONNECT device INDEX. */
 int nbd_nl_disconnect(uint32_t index);
-/* STATUS of one device: -ENOENT when the kernel has no such device. */
-int nbd_nl_status(uint32_t index, bool *ret_connected);
 
 /* The nbd multicast group: NBD_CMD_LINK_DEAD tells that a connection of device INDEX died
  * (the server went away or a request timed out); the kernel keeps the device until someone

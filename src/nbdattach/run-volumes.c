@@ -77,7 +77,7 @@ int volume_parse(const char *spec, struct volume *v)
 	char buf[512];
 	char *p = buf;
 
-	*v = (struct volume){ .granularity = 65536, .map_fd = -1, .map_pidfd = -1 };
+	*v = (struct volume){ .granularity = 65536, .map_fd = -1 };
 	if (strlen(spec) >= sizeof(buf)) {
 		log_usage("--volume spec too long");
 		return -EINVAL;
@@ -177,8 +177,6 @@ static int map_pipe(struct volume *v, struct run_rec *j, const char *run_id)
 	fds[0].from = p[1];
 	r = child_spawn(self_exe(), argv, envp, fds, 2, 0, &v->map_pid);
 	close(p[1]);
-	if (r == 0)
-		r = child_pidfd(v->map_pid, &v->map_pidfd);
 	if (r == 0 && j->n_children < RUN_CHILDREN_MAX) {
 		uint64_t start = 0;
 
@@ -249,11 +247,9 @@ int volume_release(const struct run_opts *o, struct volume *v)
 	int r = 0;
 
 	reap_map_writer(v);
-	if (v->map_pidfd >= 0)
-		close(v->map_pidfd);
 	if (v->map_fd >= 0)
 		close(v->map_fd);
-	v->map_pidfd = v->map_fd = -1;
+	v->map_fd = -1;
 	if (v->disc) {
 		v->trimmed = discarder_trimmed(v->disc);
 		v->trim_requests = discarder_requests(v->disc);

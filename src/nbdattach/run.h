@@ -36,8 +36,7 @@ struct volume {
 	int64_t dead_since_ms;
 	struct state_rec st;
 	int map_fd;                  /* memfd, or the read end of the map pipe: the provider's */
-	pid_t map_pid;               /* pipe transport: the writer child, 0 when reaped */
-	int map_pidfd;
+	pid_t map_pid;               /* pipe transport: the writer child, reaped at release */
 	int map_status;
 	uint64_t map_count, map_total;
 	bool map_counted;

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "cleanup.h"
+#include "devices.h"
 #include "runs.h"
 #include "state.h"
 
@@ -134,65 +135,35 @@ int run_format(const struct run_rec *r, char *buf, size_t len, size_t *ret_len)
 
 int run_write(const struct run_rec *r)
 {
-	_cleanup_close_ int dfd = -1, fd = -1;
-	char buf[RUN_FILE_MAX + 1], name[24], tmp[40];
+	char buf[RUN_FILE_MAX + 1], name[24];
 	size_t len;
 	int e = run_format(r, buf, sizeof(buf), &len);
 
 	if (e < 0)
 		return e;
-	e = state_open_dir("runs", true, &dfd);
-	if (e < 0)
-		return e;
 	snprintf(name, sizeof(name), "%" PRId64, r->pid);
-	snprintf(tmp, sizeof(tmp), ".%s.tmp", name);
-	unlinkat(dfd, tmp, 0); /* ours: the name carries our pid */
-	fd = openat(dfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-	if (fd < 0)
-		return -errno;
-	if (write(fd, buf, len) != (ssize_t)len || renameat(dfd, tmp, dfd, name) < 0) {
-		e = errno ? -errno : -EIO;
-		unlinkat(dfd, tmp, 0);
-		return e;
-	}
-	return 0;
+	return state_file_write("runs", name, buf, len);
 }
 
 int run_read(pid_t pid, struct run_rec *ret)
 {
-	_cleanup_close_ int dfd = -1, fd = -1;
 	char buf[RUN_FILE_MAX + 1], name[24];
-	struct stat st;
-	ssize_t n;
-	int e = state_open_dir("runs", false, &dfd);
+	size_t n;
+	int e;
 
-	if (e < 0)
-		return e;
 	snprintf(name, sizeof(name), "%ld", (long)pid);
-	fd = openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
-	if (fd < 0)
-		return -errno;
-	if (fstat(fd, &st) < 0)
-		return -errno;
-	if (!S_ISREG(st.st_mode) || st.st_uid != geteuid())
-		return -EBADMSG;
-	n = read(fd, buf, sizeof(buf));
-	if (n < 0)
-		return -errno;
-	e = run_parse(buf, (size_t)n, ret);
+	e = state_file_read("runs", name, buf, sizeof(buf), &n);
+	if (e == 0)
+		e = run_parse(buf, n, ret);
 	return e == 0 && ret->pid != pid ? -EBADMSG : e;
 }
 
 int run_remove(pid_t pid)
 {
-	_cleanup_close_ int dfd = -1;
 	char name[24];
-	int e = state_open_dir("runs", false, &dfd);
 
-	if (e < 0)
-		return e == -ENOENT ? 0 : e;
 	snprintf(name, sizeof(name), "%ld", (long)pid);
-	return unlinkat(dfd, name, 0) < 0 && errno != ENOENT ? -errno : 0;
+	return state_file_remove("runs", name);
 }
 
 static int parse_pid_name(const char *s, uint32_t *ret)
@@ -213,17 +184,12 @@ int run_list(uint32_t **ret, size_t *ret_n)
 int proc_start_time(pid_t pid, uint64_t *ret)
 {
 	char path[64], buf[1024], *p;
-	_cleanup_close_ int fd = -1;
-	ssize_t n;
+	int r;
 
 	snprintf(path, sizeof(path), "/proc/%ld/stat", (long)pid);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	n = read(fd, buf, sizeof(buf) - 1);
-	if (n <= 0)
-		return -EIO;
-	buf[n] = 0;
+	r = read_first_line(path, buf, sizeof(buf));
+	if (r < 0)
+		return r;
 	/* comm may hold spaces and parentheses: fields resume after the last ')'. Field 22 is the
 	 * 20th after it (state is field 3). */
 	p = strrchr(buf, ')');

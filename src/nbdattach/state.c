@@ -184,30 +184,20 @@ int state_open_dir(const char *sub, bool create, int *ret_fd)
 	return open_private_dir(top, sub, create, ret_fd);
 }
 
-static int open_devices_dir(bool create, int *ret_fd)
-{
-	return state_open_dir("devices", create, ret_fd);
-}
-
 static void file_name(uint32_t index, char buf[32])
 {
 	snprintf(buf, 32, "nbd%" PRIu32, index);
 }
 
-int state_write(const struct state_rec *rec)
+int state_file_write(const char *sub, const char *name, const char *buf, size_t len)
 {
 	_cleanup_close_ int dfd = -1, fd = -1;
-	char buf[STATE_FILE_MAX + 1], name[32], tmp[64];
-	size_t len;
-	int r;
+	char tmp[96];
+	int r = state_open_dir(sub, true, &dfd);
 
-	r = state_format(rec, buf, sizeof(buf), &len);
 	if (r < 0)
 		return r;
-	r = open_devices_dir(true, &dfd);
-	if (r < 0)
-		return r;
-	file_name(rec->index, name);
+	/* O_EXCL on a name only this process uses: a leftover or planted file makes it fail. */
 	snprintf(tmp, sizeof(tmp), ".%s.%ld.tmp", name, (long)getpid());
 	fd = openat(dfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
 	if (fd < 0)
@@ -220,18 +210,15 @@ int state_write(const struct state_rec *rec)
 	return 0;
 }
 
-int state_read(uint32_t index, struct state_rec *ret)
+int state_file_read(const char *sub, const char *name, char *buf, size_t cap, size_t *ret_len)
 {
 	_cleanup_close_ int dfd = -1, fd = -1;
-	char buf[STATE_FILE_MAX + 1], name[32];
 	struct stat st;
 	ssize_t n;
-	int r;
+	int r = state_open_dir(sub, false, &dfd);
 
-	r = open_devices_dir(false, &dfd);
 	if (r < 0)
 		return r;
-	file_name(index, name);
 	fd = openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
 	if (fd < 0)
 		return -errno;
@@ -239,10 +226,45 @@ int state_read(uint32_t index, struct state_rec *ret)
 		return -errno;
 	if (!S_ISREG(st.st_mode) || st.st_uid != geteuid())
 		return -EBADMSG;
-	n = read(fd, buf, sizeof(buf));
+	n = read(fd, buf, cap);
 	if (n < 0)
 		return -errno;
-	r = state_parse(buf, (size_t)n, ret);
+	*ret_len = (size_t)n;
+	return 0;
+}
+
+int state_file_remove(const char *sub, const char *name)
+{
+	_cleanup_close_ int dfd = -1;
+	int r = state_open_dir(sub, false, &dfd);
+
+	if (r < 0)
+		return r == -ENOENT ? 0 : r;
+	return unlinkat(dfd, name, 0) < 0 && errno != ENOENT ? -errno : 0;
+}
+
+int state_write(const struct state_rec *rec)
+{
+	char buf[STATE_FILE_MAX + 1], name[32];
+	size_t len;
+	int r = state_format(rec, buf, sizeof(buf), &len);
+
+	if (r < 0)
+		return r;
+	file_name(rec->index, name);
+	return state_file_write("devices", name, buf, len);
+}
+
+int state_read(uint32_t index, struct state_rec *ret)
+{
+	char buf[STATE_FILE_MAX + 1], name[32];
+	size_t n;
+	int r;
+
+	file_name(index, name);
+	r = state_file_read("devices", name, buf, sizeof(buf), &n);
+	if (r == 0)
+		r = state_parse(buf, n, ret);
 	if (r == 0 && ret->index != index)
 		return -EBADMSG;
 	return r;
@@ -250,24 +272,16 @@ int state_read(uint32_t index, struct state_rec *ret)
 
 int state_remove(uint32_t index)
 {
-	_cleanup_close_ int dfd = -1;
 	char name[32];
-	int r = open_devices_dir(false, &dfd);
 
-	if (r < 0)
-		return r == -ENOENT ? 0 : r;
 	file_name(index, name);
-	return unlinkat(dfd, name, 0) < 0 && errno != ENOENT ? -errno : 0;
+	return state_file_remove("devices", name);
 }
 
-/* Names in the state subdirectory SUB that PARSE accepts, as numbers (unsorted). */
 int state_list_dir(const char *sub, int (*parse)(const char *, uint32_t *), uint32_t **ret, size_t *ret_n)
 {
 	_cleanup_close_ int dfd = -1;
 	_cleanup_(closedirp) DIR *d = NULL;
-	_cleanup_free_ uint32_t *v = NULL;
-	size_t n = 0, cap = 0;
-	struct dirent *de;
 	int r = state_open_dir(sub, false, &dfd);
 
 	*ret = NULL;
@@ -277,39 +291,10 @@ int state_list_dir(const char *sub, int (*parse)(const char *, uint32_t *), uint
 	if (r < 0)
 		return r;
 	d = fdopendir(TAKE_FD(dfd));
-	if (!d)
-		return -errno;
-	while ((de = readdir(d))) {
-		uint32_t x;
-
-		if (parse(de->d_name, &x) < 0)
-			continue;
-		if (n == cap) {
-			uint32_t *nv = reallocarray(v, cap ? cap * 2 : 16, sizeof(*v));
-			if (!nv)
-				return -ENOMEM;
-			v = nv;
-			cap = cap ? cap * 2 : 16;
-		}
-		v[n++] = x;
-	}
-	*ret = TAKE_PTR(v);
-	*ret_n = n;
-	return 0;
-}
-
-static int cmp_u32(const void *a, const void *b)
-{
-	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-
-	return x < y ? -1 : x > y;
+	return d ? list_numbered(d, parse, ret, ret_n) : -errno;
 }
 
 int state_list(uint32_t **ret, size_t *ret_n)
 {
-	int r = state_list_dir("devices", dev_parse_name, ret, ret_n);
-
-	if (r == 0 && *ret_n)
-		qsort(*ret, *ret_n, sizeof(**ret), cmp_u32);
-	return r;
+	return state_list_dir("devices", dev_parse_name, ret, ret_n);
 }

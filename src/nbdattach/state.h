@@ -40,11 +40,17 @@ int state_format(const struct state_rec *rec, char *buf, size_t len, size_t *ret
 /* Opens (CREATE: creating) the private subdirectory SUB of the state directory. */
 int state_open_dir(const char *sub, bool create, int *ret_fd);
 
+/* Files of the state subdirectories: written to a private temporary name and renamed, read
+ * only when they are regular files of ours (at most CAP bytes), removed (0 if already gone). */
+int state_file_write(const char *sub, const char *name, const char *buf, size_t len);
+int state_file_read(const char *sub, const char *name, char *buf, size_t cap, size_t *ret_len);
+int state_file_remove(const char *sub, const char *name);
+
 int state_write(const struct state_rec *rec);
 /* -ENOENT when there is no record for INDEX. */
 int state_read(uint32_t index, struct state_rec *ret);
 int state_remove(uint32_t index);
-/* Names in the state subdirectory SUB that PARSE accepts, as numbers (malloc'ed, unsorted). */
+/* Names in the state subdirectory SUB that PARSE accepts, as numbers (sorted, malloc'ed). */
 int state_list_dir(const char *sub, int (*parse)(const char *, uint32_t *), uint32_t **ret, size_t *ret_n);
 /* Indices with a record (sorted); *ret malloc'ed. */
 int state_list(uint32_t **ret, size_t *ret_n);

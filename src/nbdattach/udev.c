@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "cleanup.h"
+#include "devices.h"
 #include "udev.h"
 
 struct udev_wait {
@@ -27,18 +28,11 @@ DEFINE_CLEANUP(struct udev_device *, udev_device_unref)
 static int read_seqnum(uint64_t *ret)
 {
 	char buf[32];
-	_cleanup_close_ int fd = open("/sys/kernel/uevent_seqnum", O_RDONLY | O_CLOEXEC);
-	ssize_t n;
+	int r = read_first_line("/sys/kernel/uevent_seqnum", buf, sizeof(buf));
 
-	if (fd < 0)
-		return -errno;
-	n = read(fd, buf, sizeof(buf) - 1);
-	if (n <= 0)
-		return n < 0 ? -errno : -EIO;
-	buf[n] = 0;
-	if (sscanf(buf, "%" SCNu64, ret) != 1)
-		return -EIO;
-	return 0;
+	if (r < 0)
+		return r;
+	return sscanf(buf, "%" SCNu64, ret) == 1 ? 0 : -EIO;
 }
 
 void udev_wait_free(struct udev_wait *w)
