@@ -81,17 +81,36 @@ static int wait_udev(const struct attach_req *o, struct udev_wait *w, const stru
 	return r;
 }
 
-/* After CONNECT: journal, udev, verification. On failure the caller tears down. */
+/* After CONNECT: journal, queue settings, udev, verification. On failure the caller tears
+ * down. The queue settings are the minor's previous user's until we change them here (udev's
+ * rules leave them alone), journaled first so that detach and cleanup can put them back, and
+ * changed before udev's pass so that nothing reads the device with them unset. */
 static int finish_attach(const struct attach_req *o, struct udev_wait *w, struct state_rec *s,
 			 const char **what, bool *ret_unrecognised)
 {
 	char backend[DEV_ID_MAX + 2];
 	int r;
 
+	*what = "cannot read the device's queue settings";
+	if (o->bitmap || o->max_request) {
+		r = dev_get_queue(s->index, &s->saved_read_ahead_kb, &s->saved_max_sectors_kb);
+		if (r < 0)
+			return r;
+		s->saved_queue = true;
+	}
 	*what = "cannot record the device in the state journal";
 	r = state_write(s);
 	if (r < 0)
 		return r;
+	*what = "cannot set read_ahead_kb to 0";
+	r = o->bitmap ? dev_set_read_ahead(s->index, 0) : 0;
+	if (r < 0)
+		return r;
+	*what = "cannot set max_sectors_kb";
+	r = o->max_request ? dev_set_max_request(s->index, o->max_request) : 0;
+	if (r < 0)
+		return r;
+	*what = "cannot record the device in the state journal";
 	r = claim_commit(getpid(), s->index);
 	if (r < 0)
 		return r;
@@ -106,14 +125,8 @@ static int finish_attach(const struct attach_req *o, struct udev_wait *w, struct
 		return r;
 	if (strcmp(backend, s->identifier))
 		return -EBUSY;
-	*what = "cannot set read_ahead_kb to 0";
-	r = o->bitmap ? dev_set_read_ahead(s->index, 0) : 0;
-	if (r < 0)
-		return r;
-	*what = "cannot set max_sectors_kb";
-	r = o->max_request ? dev_set_max_request(s->index, o->max_request) : 0;
-	if (r < 0 || o->no_monitor)
-		return r;
+	if (o->no_monitor)
+		return 0;
 	*what = "cannot start the device's monitor";
 	return start_monitor(o, s);
 }

@@ -25,6 +25,7 @@
 #include "cleanup.h"
 #include "cmd-util.h"
 #include "commands.h"
+#include "devices.h"
 #include "json.h"
 #include "log.h"
 #include "netlink.h"
@@ -239,21 +240,6 @@ static struct volume *volume_named(struct run *run, const char *name)
 	return NULL;
 }
 
-static int parse_u64_strict(const char *s, uint64_t *ret)
-{
-	char *end;
-	unsigned long long v;
-
-	if (*s < '0' || *s > '9' || (s[0] == '0' && s[1]))
-		return -EINVAL;
-	errno = 0;
-	v = strtoull(s, &end, 10);
-	if (errno || *end)
-		return -EINVAL;
-	*ret = v;
-	return 0;
-}
-
 static int ack_line(struct run *run, char *line)
 {
 	char *name = strtok(line, " "), *off = strtok(NULL, " "), *len = strtok(NULL, " ");
@@ -261,8 +247,8 @@ static int ack_line(struct run *run, char *line)
 	struct volume *v;
 	int r;
 
-	if (!name || !off || !len || strtok(NULL, " ") || parse_u64_strict(off, &o) < 0 ||
-	    parse_u64_strict(len, &l) < 0 || !(v = volume_named(run, name)))
+	if (!name || !off || !len || strtok(NULL, " ") || parse_decimal(off, UINT64_MAX, &o) < 0 ||
+	    parse_decimal(len, UINT64_MAX, &l) < 0 || !(v = volume_named(run, name)))
 		return -EBADMSG;
 	r = volume_ack(v, o, l);
 	if (r < 0 && r != -EINVAL && r != -ERANGE)

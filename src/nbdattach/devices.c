@@ -97,6 +97,21 @@ int dev_parse_name(const char *s, uint32_t *ret_index)
 	return 0;
 }
 
+int parse_decimal(const char *s, uint64_t max, uint64_t *ret)
+{
+	unsigned long long v;
+	char *end;
+
+	if (*s < '0' || *s > '9' || (s[0] == '0' && s[1]))
+		return -EINVAL;
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno || *end || v > max)
+		return -EINVAL;
+	*ret = v;
+	return 0;
+}
+
 int read_first_line(const char *path, char *buf, size_t len)
 {
 	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
@@ -146,6 +161,27 @@ int dev_set_read_ahead(uint32_t index, unsigned kb)
 
 	snprintf(val, sizeof(val), "%u", kb);
 	return write_attr(index, "queue/read_ahead_kb", val);
+}
+
+static int read_kb_attr(uint32_t index, const char *attr, uint32_t *ret)
+{
+	char buf[24];
+	uint64_t v;
+	int r = dev_read_attr(index, attr, buf, sizeof(buf));
+
+	if (r < 0)
+		return r;
+	if (parse_decimal(buf, UINT32_MAX, &v) < 0)
+		return -EBADMSG;
+	*ret = (uint32_t)v;
+	return 0;
+}
+
+int dev_get_queue(uint32_t index, uint32_t *ret_read_ahead_kb, uint32_t *ret_max_sectors_kb)
+{
+	int r = read_kb_attr(index, "queue/read_ahead_kb", ret_read_ahead_kb);
+
+	return r < 0 ? r : read_kb_attr(index, "queue/max_sectors_kb", ret_max_sectors_kb);
 }
 
 int dev_set_max_request(uint32_t index, uint64_t bytes)

@@ -23,6 +23,8 @@ int dev_identifier_new(const char *tag, const char *name, char ret[DEV_ID_MAX]);
 /* Splits an identifier; tag/name empty when absent. -EINVAL if not one of ours. */
 int dev_identifier_parse(const char *id, char ret_tag[DEV_LABEL_MAX + 1], char ret_name[DEV_LABEL_MAX + 1]);
 
+/* A plain decimal number (no sign, space or leading zero) up to MAX; -EINVAL otherwise. */
+int parse_decimal(const char *s, uint64_t max, uint64_t *ret);
 /* The first line of a small file (sysfs, procfs) into BUF, NUL-terminated, newline dropped. */
 int read_first_line(const char *path, char *buf, size_t len);
 /* Names in directory D that PARSE accepts, as numbers, sorted (*ret malloc'ed). */
@@ -35,6 +37,8 @@ int dev_read_attr(uint32_t index, const char *attr, char *buf, size_t len);
 /* Whether /sys/block/nbdN/pid exists (the device is started). */
 bool dev_is_started(uint32_t index);
 int dev_set_read_ahead(uint32_t index, unsigned kb);
+/* queue/read_ahead_kb and queue/max_sectors_kb, as attach finds them. */
+int dev_get_queue(uint32_t index, uint32_t *ret_read_ahead_kb, uint32_t *ret_max_sectors_kb);
 /* Largest request the kernel sends (queue/max_sectors_kb), in bytes (a multiple of 1024). */
 int dev_set_max_request(uint32_t index, uint64_t bytes);
 /* Asks the kernel to emit a "change" uevent for the device (so udev runs its rules again). */

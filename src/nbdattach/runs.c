@@ -16,17 +16,7 @@
 
 static int parse_dec(const char *v, uint64_t max, uint64_t *ret)
 {
-	char *end;
-	unsigned long long x;
-
-	if (*v < '0' || *v > '9' || (v[0] == '0' && v[1]))
-		return -EBADMSG;
-	errno = 0;
-	x = strtoull(v, &end, 10);
-	if (errno || *end || x > max)
-		return -EBADMSG;
-	*ret = x;
-	return 0;
+	return parse_decimal(v, max, ret) < 0 ? -EBADMSG : 0;
 }
 
 static int parse_child(const char *v, struct run_rec *r)

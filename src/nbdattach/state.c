@@ -23,21 +23,6 @@ static bool text_ok(const char *s, size_t len)
 	return true;
 }
 
-static int parse_u64(const char *v, uint64_t max, uint64_t *ret)
-{
-	char *end;
-	unsigned long long x;
-
-	if (!*v || *v < '0' || *v > '9' || (v[0] == '0' && v[1]))
-		return -EBADMSG;
-	errno = 0;
-	x = strtoull(v, &end, 10);
-	if (errno || *end || x > max)
-		return -EBADMSG;
-	*ret = x;
-	return 0;
-}
-
 static int set_text(char *dst, size_t cap, const char *v)
 {
 	size_t n = strlen(v);
@@ -57,14 +42,15 @@ static int set_label(char *dst, const char *v)
 
 static int set_num(const char *v, uint64_t max, uint64_t *ret)
 {
-	return parse_u64(v, max, ret);
+	return parse_decimal(v, max, ret) < 0 ? -EBADMSG : 0;
 }
 
 /* One "key=value" line. SEEN guards against duplicate keys. */
 static int parse_line(char *line, struct state_rec *r, unsigned *seen)
 {
 	static const char *const keys[] = { "index", "identifier", "tag", "name", "uri", "export",
-		"bitmap", "size", "block-size", "connections", "read-only", "pid", "time", "owner" };
+		"bitmap", "size", "block-size", "connections", "read-only", "pid", "time", "owner",
+		"saved-read-ahead-kb", "saved-max-sectors-kb" };
 	char *v = strchr(line, '=');
 	uint64_t x = 0;
 	unsigned k;
@@ -97,6 +83,8 @@ static int parse_line(char *line, struct state_rec *r, unsigned *seen)
 			return -EBADMSG;
 		e = set_text(r->owner, sizeof(r->owner), v);
 		break;
+	case 14: e = set_num(v, UINT32_MAX, &x); r->saved_read_ahead_kb = (uint32_t)x; break;
+	case 15: e = set_num(v, UINT32_MAX, &x); r->saved_max_sectors_kb = (uint32_t)x; break;
 	}
 	return e;
 }
@@ -105,7 +93,7 @@ int state_parse(const char *buf, size_t len, struct state_rec *ret)
 {
 	struct state_rec r = { 0 };
 	char line[STATE_URI_MAX + 32];
-	unsigned seen = 0;
+	unsigned seen = 0, queue;
 	size_t pos = 0;
 
 	if (len > STATE_FILE_MAX || len == 0 || buf[len - 1] != '\n')
@@ -124,9 +112,14 @@ int state_parse(const char *buf, size_t len, struct state_rec *ret)
 			return e;
 		pos += n + 1;
 	}
-	/* index, identifier, size, block-size are required; the identifier must be ours. */
+	/* index, identifier, size, block-size are required; the identifier must be ours; saved
+	 * queue settings come as a pair. */
 	if ((seen & 0x183) != 0x183 || dev_identifier_parse(r.identifier, (char[65]){0}, (char[65]){0}) < 0)
 		return -EBADMSG;
+	queue = (seen >> 14) & 3;
+	if (queue != 0 && queue != 3)
+		return -EBADMSG;
+	r.saved_queue = queue == 3;
 	*ret = r;
 	return 0;
 }
@@ -141,6 +134,10 @@ int state_format(const struct state_rec *r, char *buf, size_t len, size_t *ret_l
 			 r->size, r->block_size, r->connections, r->read_only ? 1 : 0, r->pid, r->time,
 			 r->owner[0] ? r->owner : "attach");
 
+	if (n >= 0 && (size_t)n < len && r->saved_queue)
+		n += snprintf(buf + n, len - (size_t)n,
+			      "saved-read-ahead-kb=%" PRIu32 "\nsaved-max-sectors-kb=%" PRIu32 "\n",
+			      r->saved_read_ahead_kb, r->saved_max_sectors_kb);
 	if (n < 0 || (size_t)n >= len || (size_t)n > STATE_FILE_MAX)
 		return -ENOBUFS;
 	*ret_len = (size_t)n;

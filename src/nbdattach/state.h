@@ -30,6 +30,11 @@ struct state_rec {
 	char owner[8];           /* "attach" (watched by its monitor, pid) or "run" (by helper pid) */
 	int64_t pid;
 	int64_t time;
+	/* The queue settings the device had before attach changed them (read_ahead_kb and
+	 * max_sectors_kb), put back before DISCONNECT: the minor outlives us and is handed to the
+	 * next user, nbdattach or not. */
+	bool saved_queue;
+	uint32_t saved_read_ahead_kb, saved_max_sectors_kb;
 };
 
 /* Parses one file's bytes (need not be NUL-terminated). -EBADMSG on anything unexpected. */

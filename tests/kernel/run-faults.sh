@@ -21,6 +21,18 @@ vols=(--volume "name=a,uri=$uri" --volume "name=b,uri=$uri")
 connected() { ls /sys/block/nbd*/pid 2>/dev/null | wc -l; }
 state_files() { find /run/nbdattach -type f 2>/dev/null | tr '\n' ' '; }
 leftovers() { pgrep -f "marker-$1" | tr '\n' ' '; }
+# Queue settings run changed (read-ahead 0, one 64 KiB granule per request) and cleanup did not
+# put back: every free minor starts at 256/512 here, a new minor at the kernel's defaults.
+for q in /sys/block/nbd*; do
+	[ -e "$q/pid" ] || { echo 256 > "$q/queue/read_ahead_kb"; echo 512 > "$q/queue/max_sectors_kb"; }
+done
+changed_queues() {
+	local q
+	for q in /sys/block/nbd*; do
+		[ "$(cat "$q/queue/read_ahead_kb")" = 0 ] || [ "$(cat "$q/queue/max_sectors_kb")" = 64 ] &&
+			printf '%s ' "${q##*/}"
+	done
+}
 
 # The provider for the kill tests: sleeps (so a kill at "wait" finds it running), or exits at
 # once when the step comes after it.
@@ -38,10 +50,11 @@ for step in $steps; do
 	rc=$?
 	out=$("$NBDATTACH" cleanup 2>&1)
 	udevadm settle
-	if [ "$rc" = 137 ] && [ "$(connected)" = 0 ] && [ -z "$(state_files)" ] && [ -z "$(leftovers "$step")" ]; then
-		pass "killed at $step, then cleanup: no device, no child, no state"
+	if [ "$rc" = 137 ] && [ "$(connected)" = 0 ] && [ -z "$(state_files)" ] && [ -z "$(leftovers "$step")" ] &&
+		[ -z "$(changed_queues)" ]; then
+		pass "killed at $step, then cleanup: no device, no child, no state, queue settings back"
 	else
-		fail "killed at $step, then cleanup" "rc=$rc devices=$(connected) state=$(state_files) children=$(leftovers "$step") cleanup: $out"
+		fail "killed at $step, then cleanup" "rc=$rc devices=$(connected) state=$(state_files) children=$(leftovers "$step") queues=$(changed_queues) cleanup: $out"
 	fi
 done
 # The pipe transport has map writer children of its own.

@@ -36,6 +36,10 @@ static void test_parse(void)
 	expect_int("bad tag refused", -EBADMSG, parse(GOOD "tag=../x\n"));
 	expect_int("control character refused", -EBADMSG, parse(GOOD "uri=a\tb\n"));
 	expect_int("empty input refused", -EBADMSG, state_parse("", 0, &(struct state_rec){0}));
+	expect_int("saved queue settings parse", 0, parse(GOOD "saved-read-ahead-kb=128\nsaved-max-sectors-kb=1280\n"));
+	expect_int("half a saved queue pair refused", -EBADMSG, parse(GOOD "saved-read-ahead-kb=128\n"));
+	expect_int("saved setting over 32 bits refused", -EBADMSG,
+		   parse(GOOD "saved-read-ahead-kb=4294967296\nsaved-max-sectors-kb=1\n"));
 }
 
 static void test_labels(void)
@@ -62,7 +66,14 @@ static void test_roundtrip(void)
 	expect_int("read without a journal: ENOENT", -ENOENT, state_read(7, &r));
 	expect_int("write", 0, state_write(&w));
 	expect_int("read back", 0, state_read(7, &r));
-	unit_check(r.size == w.size && !strcmp(r.uri, w.uri) && r.connections == 2, "round trip equal", "differs");
+	unit_check(r.size == w.size && !strcmp(r.uri, w.uri) && r.connections == 2 && !r.saved_queue,
+		   "round trip equal", "differs");
+	w.saved_queue = true, w.saved_read_ahead_kb = 0, w.saved_max_sectors_kb = 1280;
+	expect_int("write with saved queue settings", 0, state_write(&w));
+	expect_int("read back", 0, state_read(7, &r));
+	unit_check(r.saved_queue && r.saved_read_ahead_kb == 0 && r.saved_max_sectors_kb == 1280,
+		   "saved queue settings round trip", "differ");
+	w.saved_queue = false;
 	expect_int("remove", 0, state_remove(7));
 	expect_int("gone", -ENOENT, state_read(7, &r));
 	chmod(dir, 0755);
