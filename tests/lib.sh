@@ -55,11 +55,13 @@ _run_deferred() {
 trap _run_deferred EXIT
 trap 'exit 130' INT TERM
 
-# A private scratch directory, removed at exit.
+# A private scratch directory, removed at exit. Callers use dir=$(mktmpdir), a subshell whose
+# own defer would be lost: the directories live in one per-test parent the test's shell
+# removes last.
+_tmproot=$(mktemp -d "${TMPDIR:-/tmp}/nbdattach-test.XXXXXX") || exit 1
+defer "rm -rf --one-file-system '$_tmproot'"
 mktmpdir() {
-	_t=$(mktemp -d "${TMPDIR:-/tmp}/nbdattach-test.XXXXXX")
-	defer "rm -rf '$_t'"
-	echo "$_t"
+	mktemp -d "$_tmproot/XXXXXX"
 }
 
 # wait_for_file PATH [SECONDS]: wait until PATH exists (servers creating their socket).
