@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
+#include <stdbool.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,11 +27,34 @@ struct blockstatus {
 	char why[256];
 };
 
+/* The extents of one reply, copied out of libnbd's callback. */
+struct batch {
+	uint32_t *e;    /* length, flags pairs */
+	size_t n, cap;  /* in uint32_t */
+	uint64_t start; /* offset of the first extent */
+};
+
+/*
+ * Replies are validated and copied on the calling thread, and handed in order to a consumer
+ * thread that runs FN: while FN works through one reply, the calling thread is already
+ * reading the next, so the server never waits for us. Two batches: one being filled, one
+ * being consumed.
+ */
+struct pipeline {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	struct batch slot[2];
+	unsigned head, count; /* slot[head] is the oldest of COUNT queued batches */
+	bool done;            /* no more batches */
+	int err;              /* FN's first error; later batches are dropped */
+	blockstatus_fn fn;
+	void *opaque;
+};
+
 struct walk {
 	struct blockstatus *bs;
 	uint64_t req_off, req_len, next; /* next: where the next extent must start */
-	blockstatus_fn fn;
-	void *opaque;
+	struct pipeline *p;
 	int err;
 };
 
@@ -125,11 +150,75 @@ static int check_reply(struct walk *w, const char *ctx, const uint32_t *e, size_
 	return 0;
 }
 
+static void *consume(void *arg)
+{
+	struct pipeline *p = arg;
+
+	pthread_mutex_lock(&p->lock);
+	for (;;) {
+		struct batch *b;
+		int r = 0;
+
+		while (!p->count && !p->done)
+			pthread_cond_wait(&p->cond, &p->lock);
+		if (!p->count)
+			break;
+		b = &p->slot[p->head];
+		if (!p->err) {
+			uint64_t pos = b->start;
+
+			pthread_mutex_unlock(&p->lock); /* the batch is ours until we dequeue it */
+			for (size_t i = 0; r == 0 && i < b->n; i += 2) {
+				r = p->fn(p->opaque, pos, b->e[i], b->e[i + 1]);
+				pos += b->e[i];
+			}
+			pthread_mutex_lock(&p->lock);
+			if (r < 0)
+				p->err = r;
+		}
+		p->head ^= 1;
+		p->count--;
+		pthread_cond_broadcast(&p->cond);
+	}
+	pthread_mutex_unlock(&p->lock);
+	return NULL;
+}
+
+/* Queues a copy of a validated reply; FN's error, if it failed on an earlier one. */
+static int enqueue(struct pipeline *p, uint64_t start, const uint32_t *e, size_t n)
+{
+	struct batch *b;
+	int r;
+
+	pthread_mutex_lock(&p->lock);
+	while (p->count == 2 && !p->err)
+		pthread_cond_wait(&p->cond, &p->lock);
+	r = p->err;
+	pthread_mutex_unlock(&p->lock);
+	if (r < 0)
+		return r;
+	/* The free slot is only ever touched here until it is queued. */
+	b = &p->slot[(p->head + p->count) & 1];
+	if (n > b->cap) {
+		uint32_t *x = realloc(b->e, n * sizeof(*x));
+
+		if (!x)
+			return -ENOMEM;
+		b->e = x, b->cap = n;
+	}
+	memcpy(b->e, e, n * sizeof(*e));
+	b->n = n, b->start = start;
+	pthread_mutex_lock(&p->lock);
+	p->count++;
+	pthread_cond_broadcast(&p->cond);
+	pthread_mutex_unlock(&p->lock);
+	return 0;
+}
+
 static int extent_cb(void *user_data, const char *ctx, uint64_t offset, uint32_t *e,
 		     size_t n, int *error)
 {
 	struct walk *w = user_data;
-	int r;
 
 	if (w->err)
 		return -1;
@@ -138,12 +227,10 @@ static int extent_cb(void *user_data, const char *ctx, uint64_t offset, uint32_t
 		goto out;
 	}
 	w->err = check_reply(w, ctx, e, n);
-	for (size_t i = 0; !w->err && i < n; i += 2) {
-		r = w->fn(w->opaque, w->next, e[i], e[i + 1]);
-		if (r < 0)
-			w->err = r;
+	if (!w->err)
+		w->err = enqueue(w->p, w->next, e, n);
+	for (size_t i = 0; !w->err && i < n; i += 2)
 		w->next += e[i];
-	}
 out:
 	if (w->err)
 		*error = -w->err;
@@ -171,17 +258,33 @@ static int walk_chunk(struct walk *w)
 
 int blockstatus_walk(struct blockstatus *bs, blockstatus_fn fn, void *opaque)
 {
-	struct walk w = { .bs = bs, .fn = fn, .opaque = opaque };
-	int r;
+	struct pipeline p = { .fn = fn, .opaque = opaque };
+	struct walk w = { .bs = bs, .p = &p };
+	pthread_t consumer;
+	int r = 0;
 
 	if (!bs->context)
 		return -EINVAL;
-	while (w.next < bs->size) {
-		r = walk_chunk(&w);
-		if (r < 0)
-			return r;
+	pthread_mutex_init(&p.lock, NULL);
+	pthread_cond_init(&p.cond, NULL);
+	r = -pthread_create(&consumer, NULL, consume, &p);
+	if (r == 0) {
+		while (r == 0 && w.next < bs->size)
+			r = walk_chunk(&w);
+		pthread_mutex_lock(&p.lock);
+		p.done = true;
+		pthread_cond_broadcast(&p.cond);
+		pthread_mutex_unlock(&p.lock);
+		pthread_join(consumer, NULL);
+		/* FN's error comes first: the walk may have stopped only because of it. */
+		if (p.err < 0)
+			r = p.err;
 	}
-	return 0;
+	free(p.slot[0].e);
+	free(p.slot[1].e);
+	pthread_cond_destroy(&p.cond);
+	pthread_mutex_destroy(&p.lock);
+	return r;
 }
 
 void blockstatus_free(struct blockstatus *bs)

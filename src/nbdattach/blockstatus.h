@@ -10,7 +10,9 @@
 
 struct blockstatus;
 
-/* Called for each extent in order from offset 0; returns 0 or -errno (which stops the walk). */
+/* Called for each extent in order from offset 0; returns 0 or -errno (which stops the walk).
+ * It runs on a thread of its own (while the caller's thread reads the next reply), one call at
+ * a time, and must not use the struct blockstatus. */
 typedef int (*blockstatus_fn)(void *opaque, uint64_t offset, uint64_t length, uint32_t flags);
 
 /*
