@@ -156,14 +156,9 @@ int udev_record_remove(uint32_t index)
 
 static int parse_pid(const char *s, uint32_t *ret)
 {
-	char *end;
-	long v;
+	uint64_t v;
 
-	if (*s < '1' || *s > '9')
-		return -EINVAL;
-	errno = 0;
-	v = strtol(s, &end, 10);
-	if (errno || *end || v > INT32_MAX)
+	if (parse_decimal(s, INT32_MAX, &v) < 0 || v == 0)
 		return -EINVAL;
 	*ret = (uint32_t)v;
 	return 0;

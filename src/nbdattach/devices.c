@@ -82,16 +82,11 @@ int dev_identifier_parse(const char *id, char ret_tag[DEV_LABEL_MAX + 1], char r
 
 int dev_parse_name(const char *s, uint32_t *ret_index)
 {
-	char *end;
-	unsigned long v;
+	uint64_t v;
 
 	if (!strncmp(s, "/dev/", 5))
 		s += 5;
-	if (strncmp(s, "nbd", 3) || !isdigit((unsigned char)s[3]) || (s[3] == '0' && s[4]))
-		return -EINVAL;
-	errno = 0;
-	v = strtoul(s + 3, &end, 10);
-	if (errno || *end || v > DEV_MAX_INDEX)
+	if (strncmp(s, "nbd", 3) || parse_decimal(s + 3, DEV_MAX_INDEX, &v) < 0)
 		return -EINVAL;
 	*ret_index = (uint32_t)v;
 	return 0;

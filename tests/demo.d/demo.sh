@@ -64,12 +64,7 @@ echo "   fleecing image after the backup (acknowledged ranges discarded): $(huma
 fleece_stop
 
 say "restore full + incremental and compare with the disk as it was when the incremental began"
-cp "$tmp/full/drive0.img" "$tmp/restored.raw"
-while read -r off len; do
-	[ "$off" = end ] && break
-	dd if="$tmp/inc/drive0.img" of="$tmp/restored.raw" bs=$G skip=$((off / G)) seek=$((off / G)) \
-		count=$((len / G)) conv=notrunc status=none
-done < "$tmp/inc/drive0.map"
+restore_incremental "$tmp/full/drive0.img" "$tmp/inc/drive0.img" "$tmp/inc/drive0.map" "$tmp/restored.raw" $G
 want=$(sha256sum < "$tmp/at-incremental.raw" | cut -c1-16)
 got=$(sha256sum < "$tmp/restored.raw" | cut -c1-16)
 echo "   expected sha256 $want..., restored $got..."

@@ -80,12 +80,7 @@ expect_eq "fleecing image ends with no data (acknowledged and discarded)" 0 "$en
 echo "fleecing: peak $peak bytes during the incremental, $end bytes at its end"
 
 # Restore: full, then the incremental's regions on top.
-cp "$tmp/full/drive0.img" "$tmp/restored.raw"
-while read -r off len; do
-	[ "$off" = end ] && break
-	dd if="$tmp/inc/drive0.img" of="$tmp/restored.raw" bs=$G skip=$((off / G)) seek=$((off / G)) \
-		count=$((len / G)) conv=notrunc status=none
-done < "$tmp/inc/drive0.map"
+restore_incremental "$tmp/full/drive0.img" "$tmp/inc/drive0.img" "$tmp/inc/drive0.map" "$tmp/restored.raw" $G
 expect_eq "restore of full + incremental equals the disk when the incremental started" \
 	"$(sha256sum < "$tmp/expect-inc.raw")" "$(sha256sum < "$tmp/restored.raw")"
 cmp "$tmp/expect-inc.raw" "$tmp/restored.raw" >/dev/null ||
