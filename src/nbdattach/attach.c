@@ -4,6 +4,7 @@
  * disconnects the device again, so nothing half-attached survives an error. */
 #include <errno.h>
 #include <inttypes.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,11 +21,20 @@
 #include "teardown.h"
 #include "udev.h"
 
-static void fill_state(const struct attach_req *o, const struct hs_result *hs, const char *id,
-		       uint32_t index, struct state_rec *s)
+/* Everything the journal will hold, or -ENAMETOOLONG / -EINVAL when some of it cannot be
+ * journaled exactly (the monitor and cleanup reconnect to the URI on record). */
+static int fill_state(const struct attach_req *o, const struct hs_result *hs, const char *id,
+		      uint32_t index, struct state_rec *s)
 {
+	char buf[STATE_FILE_MAX + 1];
+	size_t len;
+
 	memset(s, 0, sizeof(*s));
 	s->index = index;
+	if (strlen(id) >= sizeof(s->identifier) || strlen(o->uri) >= sizeof(s->uri) ||
+	    strlen(hs->export_name) >= sizeof(s->export_name) ||
+	    (o->bitmap && strlen(o->bitmap) >= sizeof(s->bitmap)))
+		return -ENAMETOOLONG;
 	snprintf(s->identifier, sizeof(s->identifier), "%s", id);
 	snprintf(s->tag, sizeof(s->tag), "%s", o->tag ? o->tag : "");
 	snprintf(s->name, sizeof(s->name), "%s", o->name ? o->name : "");
@@ -35,9 +45,10 @@ static void fill_state(const struct attach_req *o, const struct hs_result *hs, c
 	s->block_size = hs->block_size;
 	s->connections = hs->n_fds;
 	s->read_only = hs->read_only;
-	snprintf(s->owner, sizeof(s->owner), "%s", o->no_monitor ? "run" : "attach");
+	snprintf(s->owner, sizeof(s->owner), "%s", o->no_monitor ? "run" : "attaching");
 	s->pid = getpid();
 	s->time = time(NULL);
+	return state_format(s, buf, sizeof(buf), &len);
 }
 
 /* The monitor releases the device when its server dies (the kernel does not); its pid goes
@@ -56,6 +67,7 @@ static int start_monitor(const struct attach_req *o, struct state_rec *s)
 	if (r < 0)
 		return r;
 	s->pid = pid;
+	snprintf(s->owner, sizeof(s->owner), "attach");
 	return state_write(s);
 }
 
@@ -85,7 +97,7 @@ static int wait_udev(const struct attach_req *o, struct udev_wait *w, const stru
  * down. The queue settings are the minor's previous user's until we change them here (udev's
  * rules leave them alone), journaled first so that detach and cleanup can put them back, and
  * changed before udev's pass so that nothing reads the device with them unset. */
-static int finish_attach(const struct attach_req *o, struct udev_wait *w, struct state_rec *s,
+static int finish_attach(const struct attach_req *o, struct udev_wait *w, int *lock, struct state_rec *s,
 			 const char **what, bool *ret_unrecognised)
 {
 	char backend[DEV_ID_MAX + 2];
@@ -114,6 +126,7 @@ static int finish_attach(const struct attach_req *o, struct udev_wait *w, struct
 	r = claim_commit(getpid(), s->index);
 	if (r < 0)
 		return r;
+	state_unlock(lock); /* on record: others may look at it and tear it down from now on */
 	fault_point("journaled", o->name);
 	*what = "udev did not process the new device in time (see --udev-timeout)";
 	r = wait_udev(o, w, s, ret_unrecognised);
@@ -153,13 +166,14 @@ static int write_claim(const struct attach_req *o, const char *id)
 	return claim_write(getpid(), &c);
 }
 
-static int connected(const struct attach_req *o, struct udev_wait *w, struct attach_result *res,
+static int connected(const struct attach_req *o, struct udev_wait *w, int *lock, struct attach_result *res,
 		     const char **what)
 {
-	int r = finish_attach(o, w, &res->st, what, &res->unrecognised);
+	int r = finish_attach(o, w, lock, &res->st, what, &res->unrecognised);
 
 	if (r < 0) {
-		teardown_device(res->st.index, o->udev_timeout_ms, NULL);
+		state_unlock(lock);
+		teardown_device(res->st.index, res->st.identifier, 0, o->udev_timeout_ms, NULL);
 		claim_remove(getpid());
 	}
 	return r;
@@ -174,7 +188,7 @@ int attach_device(const struct attach_req *o, struct attach_result *ret, const c
 	struct udev_wait *w = NULL;
 	uint32_t index = 0;
 	char id[DEV_ID_MAX];
-	int r;
+	int r, lock = -1;
 
 	*ret_what = NULL;
 	r = nbd_nl_probe();
@@ -185,25 +199,31 @@ int attach_device(const struct attach_req *o, struct attach_result *ret, const c
 		*ret_what = hs_last_error();
 		return r;
 	}
+	if (o->hold_signals)
+		sigprocmask(SIG_BLOCK, o->hold_signals, NULL);
 	r = dev_identifier_new(o->tag, o->name, id);
-	if (r >= 0)
-		r = write_claim(o, id);
+	if (r >= 0 && (r = fill_state(o, &hs, id, 0, &res.st)) < 0)
+		*ret_what = "the URI, export or bitmap name is too long or has control characters";
+	if (r >= 0 && (r = write_claim(o, id)) < 0)
+		*ret_what = "cannot write its claim in the state directory";
 	if (r >= 0)
 		r = udev_wait_new(&w);
+	if (r >= 0 && (r = state_lock(&lock)) < 0)
+		*ret_what = "cannot lock the state directory";
 	fault_point("connect", o->name);
-	if (r >= 0)
-		r = do_connect(o, &hs, id, &index);
+	if (r >= 0 && (r = do_connect(o, &hs, id, &index)) < 0)
+		*ret_what = r == -EBUSY ? "no free nbd device" : "kernel refused CONNECT";
 	hs_result_close(&hs); /* the kernel holds its own references now */
 	fault_point("connected", o->name);
 	if (r < 0) {
+		state_unlock(&lock);
 		claim_remove(getpid());
 		udev_wait_free(w);
-		*ret_what = r == -EBUSY ? "no free nbd device" : "kernel refused CONNECT";
 		return r;
 	}
-	fill_state(o, &hs, id, index, &res.st);
+	res.st.index = index;
 	res.server_flags = hs.server_flags;
-	r = connected(o, w, &res, ret_what);
+	r = connected(o, w, &lock, &res, ret_what);
 	udev_wait_free(w);
 	if (r == 0)
 		*ret = res;

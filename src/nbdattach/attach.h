@@ -3,6 +3,7 @@
 #ifndef NBDATTACH_ATTACH_H
 #define NBDATTACH_ATTACH_H
 
+#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -17,6 +18,10 @@ struct attach_req {
 	uint64_t timeout, dead_conn_timeout;
 	uint64_t max_request;     /* bytes per kernel request (max_sectors_kb), 0: the kernel's */
 	int udev_timeout_ms;
+	/* Signals to block once the handshake is done (it may hang on a server that never
+	 * answers: until then a signal just ends us), from before the claim to the return; the
+	 * caller restores its mask. NULL: leave the mask alone. */
+	const sigset_t *hold_signals;
 };
 
 struct attach_result {

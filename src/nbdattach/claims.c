@@ -154,6 +154,16 @@ int udev_record_remove(uint32_t index)
 	return state_file_remove("udev", name);
 }
 
+int udev_record_remove_if(uint32_t index, const char *identifier)
+{
+	struct claim c;
+	int r = udev_record_read(index, &c);
+
+	if (r == -ENOENT || (r == 0 && strcmp(c.identifier, identifier)))
+		return 0;
+	return udev_record_remove(index);
+}
+
 static int parse_pid(const char *s, uint32_t *ret)
 {
 	uint64_t v;

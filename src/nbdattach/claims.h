@@ -34,6 +34,8 @@ int claim_list(uint32_t **ret, size_t *ret_n);
 /* Reads / removes udev/nbdINDEX. */
 int udev_record_read(uint32_t index, struct claim *ret);
 int udev_record_remove(uint32_t index);
+/* Removes the udev record of INDEX only if it is IDENTIFIER's (or unreadable). */
+int udev_record_remove_if(uint32_t index, const char *identifier);
 /* Indices with a udev record (malloc'ed, sorted). */
 int udev_record_list(uint32_t **ret, size_t *ret_n);
 

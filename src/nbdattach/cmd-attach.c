@@ -114,19 +114,17 @@ static void print_result(const struct attach_opts *o, const struct state_rec *s,
 	       s->connections, s->read_only ? "true" : "false", server_flags);
 }
 
-/* Termination signals are held from just before CONNECT until the device is either complete or
- * torn down again, so an interrupted attach never leaves a half-attached device behind; a held
- * signal is acted on once the device is gone (and then delivered). */
-static void hold_signals(sigset_t *old)
+/* Termination signals are held from the end of the handshake (before it, a signal just ends us:
+ * nothing exists yet) until the device is either complete or torn down again, so an interrupted
+ * attach never leaves a half-attached device behind; a held signal is acted on once the device
+ * is gone (and then delivered). */
+static void held_signals(sigset_t *set)
 {
-	sigset_t set;
-
-	sigemptyset(&set);
-	sigaddset(&set, SIGINT);
-	sigaddset(&set, SIGTERM);
-	sigaddset(&set, SIGHUP);
-	sigaddset(&set, SIGQUIT);
-	sigprocmask(SIG_BLOCK, &set, old);
+	sigemptyset(set);
+	sigaddset(set, SIGINT);
+	sigaddset(set, SIGTERM);
+	sigaddset(set, SIGHUP);
+	sigaddset(set, SIGQUIT);
 }
 
 static bool signal_held(void)
@@ -148,17 +146,19 @@ static void warn_partition_scan(void)
 			  "guest's partition table; load it with max_part=0 (see modprobe.d/nbdattach.conf)", mp);
 }
 
-static int attach(const struct attach_opts *o)
+static int attach(struct attach_opts *o)
 {
 	struct attach_result res;
 	const char *what = NULL;
-	sigset_t old;
+	sigset_t old, hold;
 	int r;
 
-	hold_signals(&old);
+	held_signals(&hold);
+	sigprocmask(SIG_SETMASK, NULL, &old);
+	o->req.hold_signals = &hold;
 	r = attach_device(&o->req, &res, &what);
 	if (r == 0 && signal_held()) {
-		teardown_device(res.st.index, o->req.udev_timeout_ms, NULL);
+		teardown_device(res.st.index, res.st.identifier, 0, o->req.udev_timeout_ms, NULL);
 		r = -EINTR;
 		what = "interrupted by a signal";
 	}

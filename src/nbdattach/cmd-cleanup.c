@@ -40,15 +40,20 @@ static bool live(const struct dev_info *i, bool have_dev, const char *identifier
 	return have_dev && i->started && !strcmp(i->backend, identifier);
 }
 
-/* Drops the journal entry and udev record of INDEX unless the device they describe is there. */
+/* Drops the journal entry and udev record of INDEX unless the device they describe is there.
+ * Under the state lock: an attach may be connecting this minor and journaling it right now. */
 static void forget_if_gone(uint32_t index)
 {
+	_cleanup_(state_unlock) int lock = -1;
 	struct dev_info i;
 	struct state_rec st;
 	struct claim c;
-	bool have_dev = dev_info_get(index, &i) == 0;
-	int r = state_read(index, &st);
+	bool have_dev;
+	int r;
 
+	(void)state_lock(&lock); /* best effort: without it, as before there was one */
+	have_dev = dev_info_get(index, &i) == 0;
+	r = state_read(index, &st);
 	if ((r == 0 && !live(&i, have_dev, st.identifier)) || r == -EBADMSG)
 		state_remove(index);
 	r = udev_record_read(index, &c);
@@ -72,10 +77,15 @@ static bool claimant_alive(pid_t pid)
 	return !strcmp(comm, "nbdattach\n");
 }
 
-static int report_teardown(const struct cleanup_opts *o, uint32_t index, const char *why)
+/* Tears down INDEX if it still carries IDENTIFIER (and, with TEARDOWN_IF_UNJOURNALED, still
+ * has no journal entry): what was seen before the lock may have changed since. */
+static int report_teardown(const struct cleanup_opts *o, uint32_t index, const char *identifier,
+			   unsigned flags, const char *why)
 {
-	int r = teardown_device(index, o->udev_timeout_ms, NULL);
+	int r = teardown_device(index, identifier, flags, o->udev_timeout_ms, NULL);
 
+	if (r == -ESTALE || r == -EBUSY)
+		return 0; /* no longer ours, or accounted for by now */
 	if (r < 0) {
 		log_error("cannot clean up '/dev/nbd%" PRIu32 "': %s", index, strerror(-r));
 		return r;
@@ -119,7 +129,7 @@ static int reap_claims(const struct cleanup_opts *o, const uint32_t *devs, size_
 				struct dev_info i;
 
 				if (dev_info_get(devs[d], &i) == 0 && live(&i, true, c.identifier) &&
-				    report_teardown(o, devs[d], "its helper died while attaching it") < 0)
+				    report_teardown(o, devs[d], c.identifier, 0, "its helper died while attaching it") < 0)
 					rc = -EIO;
 			}
 		claim_remove((pid_t)pids[k]);
@@ -134,12 +144,16 @@ static int check_ours(const struct cleanup_opts *o, const struct dev_info *i)
 	if (!i->have_state) {
 		if (claimed_by_live_helper(i->backend))
 			return 0;
-		return report_teardown(o, i->index, "no journal entry: left by a killed helper");
+		return report_teardown(o, i->index, i->backend, TEARDOWN_IF_UNJOURNALED,
+				       "no journal entry: left by a killed helper");
 	}
-	if (!strcmp(i->st.owner, "run") && !claimant_alive((pid_t)i->st.pid))
-		return report_teardown(o, i->index, "its run was killed");
+	/* "attach": the pid is its monitor's, which may be gone while the device is in use;
+	 * "attaching" and "run": the helper's own, and the device is nobody's without it. */
+	if (strcmp(i->st.owner, "attach") && !claimant_alive((pid_t)i->st.pid))
+		return report_teardown(o, i->index, i->backend, 0,
+				       !strcmp(i->st.owner, "run") ? "its run was killed" : "its attach was killed");
 	if (hs_server_gone(i->st.uri, o->probe_timeout_ms))
-		return report_teardown(o, i->index, "its server is gone");
+		return report_teardown(o, i->index, i->backend, 0, "its server is gone");
 	return 0;
 }
 

@@ -65,7 +65,11 @@ static int detach_one(const struct detach_opts *o, uint32_t index)
 		return EXIT_FAIL;
 	}
 	if (!i.started) {
-		if (i.ours || i.have_state)
+		_cleanup_(state_unlock) int lock = -1;
+
+		/* A stale record, unless an attach has connected the minor since we looked. */
+		(void)state_lock(&lock);
+		if (dev_info_get(index, &i) == 0 && !i.started)
 			state_remove(index);
 		log_error("cannot detach '/dev/nbd%" PRIu32 "': not connected", index);
 		return EXIT_FAIL;
@@ -80,7 +84,12 @@ static int detach_one(const struct detach_opts *o, uint32_t index)
 		log_error("cannot detach '/dev/nbd%" PRIu32 "': %s; stop using it first", index, why);
 		return EXIT_FAIL;
 	}
-	r = teardown_device(index, o->udev_timeout_ms, NULL);
+	/* --force on a foreign device: whatever it carries; ours: only while it still is. */
+	r = teardown_device(index, i.ours ? i.backend : NULL, 0, o->udev_timeout_ms, NULL);
+	if (r == -ESTALE) {
+		log_error("cannot detach '/dev/nbd%" PRIu32 "': it was detached and reused meanwhile", index);
+		return EXIT_FAIL;
+	}
 	if (r < 0) {
 		log_error("cannot detach '/dev/nbd%" PRIu32 "': %s", index, strerror(-r));
 		return EXIT_FAIL;

@@ -44,7 +44,7 @@ int cmd_list(int argc, char **argv)
 {
 	_cleanup_free_ uint32_t *v = NULL;
 	size_t n = 0;
-	bool json = false;
+	bool json = false, first = true;
 	int r;
 
 	if (argc == 2 && !strcmp(argv[1], "--json"))
@@ -64,9 +64,10 @@ int cmd_list(int argc, char **argv)
 		if (dev_info_get(v[k], &i) < 0)
 			continue;
 		if (json)
-			print_json(&i, k == 0);
+			print_json(&i, first);
 		else
 			print_text(&i);
+		first = false;
 	}
 	if (json)
 		printf("]\n");

@@ -76,13 +76,16 @@ static int watch(struct monitor *m, struct nbd_nl_events *ev, struct udev_wait *
 	int64_t deadline = -1;
 
 	for (;;) {
+		int64_t left;
 		int timeout;
 
 		if (m->dead && deadline < 0)
 			deadline = now_ms() + (int64_t)m->dead_conn_timeout * 1000;
 		if (m->dead && now_ms() >= deadline)
-			return still_ours(m) ? teardown_device(m->index, m->udev_timeout_ms, NULL) : 0;
-		timeout = deadline < 0 ? -1 : (int)(deadline - now_ms());
+			return still_ours(m) ? teardown_device(m->index, m->identifier, 0, m->udev_timeout_ms, NULL) : 0;
+		/* At most a minute per wait: a deadline weeks away would overflow an int. */
+		left = deadline - now_ms();
+		timeout = deadline < 0 ? -1 : left <= 0 ? 0 : left > 60000 ? 60000 : (int)left;
 		if (poll(p, 2, timeout) < 0 && errno != EINTR)
 			return -errno;
 		if (nbd_nl_events_read(ev) < 0)

@@ -259,7 +259,9 @@ int volume_release(const struct run_opts *o, struct volume *v)
 	v->disc = NULL;
 	v->trimmer = NULL;
 	if (v->attached && !v->released) {
-		r = teardown_device(v->st.index, o->udev_timeout_ms, NULL);
+		r = teardown_device(v->st.index, v->st.identifier, 0, o->udev_timeout_ms, NULL);
+		if (r == -ESTALE) /* detached by someone else meanwhile, the minor maybe reused */
+			r = 0;
 		if (r < 0)
 			log_error("cannot detach volume '%s' (/dev/nbd%" PRIu32 "): %s", v->name, v->st.index,
 				  strerror(-r));

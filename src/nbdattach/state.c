@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -79,7 +80,7 @@ static int parse_line(char *line, struct state_rec *r, unsigned *seen)
 	case 11: e = set_num(v, INT32_MAX, &x); r->pid = (int64_t)x; break;
 	case 12: e = set_num(v, INT64_MAX, &x); r->time = (int64_t)x; break;
 	case 13:
-		if (strcmp(v, "attach") && strcmp(v, "run"))
+		if (strcmp(v, "attach") && strcmp(v, "attaching") && strcmp(v, "run"))
 			return -EBADMSG;
 		e = set_text(r->owner, sizeof(r->owner), v);
 		break;
@@ -120,20 +121,29 @@ int state_parse(const char *buf, size_t len, struct state_rec *ret)
 	if (queue != 0 && queue != 3)
 		return -EBADMSG;
 	r.saved_queue = queue == 3;
+	if (!r.owner[0]) /* as state_format writes it */
+		snprintf(r.owner, sizeof(r.owner), "attach");
 	*ret = r;
 	return 0;
 }
 
 int state_format(const struct state_rec *r, char *buf, size_t len, size_t *ret_len)
 {
-	int n = snprintf(buf, len,
-			 "index=%" PRIu32 "\nidentifier=%s\ntag=%s\nname=%s\nuri=%s\nexport=%s\nbitmap=%s\n"
-			 "size=%" PRIu64 "\nblock-size=%" PRIu64 "\nconnections=%" PRIu32 "\nread-only=%d\n"
-			 "pid=%" PRId64 "\ntime=%" PRId64 "\nowner=%s\n",
-			 r->index, r->identifier, r->tag, r->name, r->uri, r->export_name, r->bitmap,
-			 r->size, r->block_size, r->connections, r->read_only ? 1 : 0, r->pid, r->time,
-			 r->owner[0] ? r->owner : "attach");
+	const char *owner = r->owner[0] ? r->owner : "attach";
+	const char *const text[] = { r->identifier, r->tag, r->name, r->uri, r->export_name, r->bitmap, owner };
+	int n;
 
+	/* What state_parse would refuse is never written: a newline in an export name must not
+	 * turn into a key of its own. */
+	for (size_t k = 0; k < sizeof(text) / sizeof(text[0]); k++)
+		if (!text_ok(text[k], strlen(text[k])))
+			return -EINVAL;
+	n = snprintf(buf, len,
+		     "index=%" PRIu32 "\nidentifier=%s\ntag=%s\nname=%s\nuri=%s\nexport=%s\nbitmap=%s\n"
+		     "size=%" PRIu64 "\nblock-size=%" PRIu64 "\nconnections=%" PRIu32 "\nread-only=%d\n"
+		     "pid=%" PRId64 "\ntime=%" PRId64 "\nowner=%s\n",
+		     r->index, r->identifier, r->tag, r->name, r->uri, r->export_name, r->bitmap,
+		     r->size, r->block_size, r->connections, r->read_only ? 1 : 0, r->pid, r->time, owner);
 	if (n >= 0 && (size_t)n < len && r->saved_queue)
 		n += snprintf(buf + n, len - (size_t)n,
 			      "saved-read-ahead-kb=%" PRIu32 "\nsaved-max-sectors-kb=%" PRIu32 "\n",
@@ -165,20 +175,46 @@ static int open_private_dir(int parent_fd, const char *path, bool create, int *r
 	return 0;
 }
 
-int state_open_dir(const char *sub, bool create, int *ret_fd)
+static int open_base(bool create, int *ret_fd)
 {
 	const char *base = getenv("NBDATTACH_STATE_DIR");
-	_cleanup_close_ int top = -1;
-	int r;
 
 	if (!base || !*base)
 		base = STATE_DIR_DEFAULT;
 	if (base[0] != '/')
 		return -EINVAL;
-	r = open_private_dir(-1, base, create, &top);
+	return open_private_dir(-1, base, create, ret_fd);
+}
+
+int state_open_dir(const char *sub, bool create, int *ret_fd)
+{
+	_cleanup_close_ int top = -1;
+	int r = open_base(create, &top);
+
 	if (r < 0)
 		return r;
 	return open_private_dir(top, sub, create, ret_fd);
+}
+
+int state_lock(int *ret_fd)
+{
+	_cleanup_close_ int fd = -1;
+	int r = open_base(true, &fd);
+
+	if (r < 0)
+		return r;
+	while (flock(fd, LOCK_EX) < 0)
+		if (errno != EINTR)
+			return -errno;
+	*ret_fd = TAKE_FD(fd);
+	return 0;
+}
+
+void state_unlock(int *fd)
+{
+	if (*fd >= 0)
+		close(*fd);
+	*fd = -1;
 }
 
 static void file_name(uint32_t index, char buf[32])
@@ -273,6 +309,16 @@ int state_remove(uint32_t index)
 
 	file_name(index, name);
 	return state_file_remove("devices", name);
+}
+
+int state_remove_if(uint32_t index, const char *identifier)
+{
+	struct state_rec st;
+	int r = state_read(index, &st);
+
+	if (r == -ENOENT || (r == 0 && strcmp(st.identifier, identifier)))
+		return 0; /* none, or someone else's by now */
+	return state_remove(index);
 }
 
 int state_list_dir(const char *sub, int (*parse)(const char *, uint32_t *), uint32_t **ret, size_t *ret_n)

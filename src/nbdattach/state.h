@@ -27,7 +27,9 @@ struct state_rec {
 	uint64_t block_size;
 	uint32_t connections;
 	bool read_only;
-	char owner[8];           /* "attach" (watched by its monitor, pid) or "run" (by helper pid) */
+	/* "attach" (watched by its monitor, pid), "attaching" (attach has not started the monitor
+	 * yet: pid is the attaching helper) or "run" (pid is the run's helper) */
+	char owner[12];
 	int64_t pid;
 	int64_t time;
 	/* The queue settings the device had before attach changed them (read_ahead_kb and
@@ -39,7 +41,7 @@ struct state_rec {
 
 /* Parses one file's bytes (need not be NUL-terminated). -EBADMSG on anything unexpected. */
 int state_parse(const char *buf, size_t len, struct state_rec *ret);
-/* Serialises REC into BUF; -ENOBUFS if too small. */
+/* Serialises REC into BUF; -ENOBUFS if too small, -EINVAL for a field state_parse would refuse. */
 int state_format(const struct state_rec *rec, char *buf, size_t len, size_t *ret_len);
 
 /* Opens (CREATE: creating) the private subdirectory SUB of the state directory. */
@@ -55,6 +57,14 @@ int state_write(const struct state_rec *rec);
 /* -ENOENT when there is no record for INDEX. */
 int state_read(uint32_t index, struct state_rec *ret);
 int state_remove(uint32_t index);
+/* Removes the record of INDEX only if it is IDENTIFIER's (or unreadable). */
+int state_remove_if(uint32_t index, const char *identifier);
+/* Who owns which device changes only under this lock, held by every nbdattach process from
+ * CONNECT to its journal entry and from a final ownership check through DISCONNECT to the
+ * removal of the records (never while waiting for udev): an exclusive flock on the state
+ * directory, released by state_unlock or by the holder's death. */
+int state_lock(int *ret_fd);
+void state_unlock(int *fd);
 /* Names in the state subdirectory SUB that PARSE accepts, as numbers (sorted, malloc'ed). */
 int state_list_dir(const char *sub, int (*parse)(const char *, uint32_t *), uint32_t **ret, size_t *ret_n);
 /* Indices with a record (sorted); *ret malloc'ed. */

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "claims.h"
+#include "cleanup.h"
 #include "devices.h"
 #include "netlink.h"
 #include "state.h"
@@ -26,25 +27,51 @@ static void restore_queue(uint32_t index)
 	(void)dev_set_max_request(index, (uint64_t)s.saved_max_sectors_kb * 1024);
 }
 
-int teardown_device(uint32_t index, int timeout_ms, int *ret_udev_timedout)
+/* Under the lock: is INDEX still the device we mean to tear down? */
+static int still_wanted(uint32_t index, const char *identifier, unsigned flags, char *backend, size_t len)
 {
+	struct state_rec st;
+
+	if (dev_read_attr(index, "backend", backend, len) < 0)
+		backend[0] = 0;
+	if (identifier && strcmp(backend, identifier))
+		return -ESTALE;
+	if ((flags & TEARDOWN_IF_UNJOURNALED) && state_read(index, &st) == 0 && !strcmp(st.identifier, backend))
+		return -EBUSY;
+	return 0;
+}
+
+int teardown_device(uint32_t index, const char *identifier, unsigned flags, int timeout_ms,
+		    int *ret_udev_timedout)
+{
+	_cleanup_(state_unlock) int lock = -1;
 	struct udev_wait *w = NULL;
-	char sysname[32];
-	int r, rw = -EAGAIN;
+	char sysname[32], backend[DEV_ID_MAX + 2];
+	int r, rd, rw = -EAGAIN;
 
 	snprintf(sysname, sizeof(sysname), "nbd%" PRIu32, index);
+	r = state_lock(&lock);
+	if (r < 0)
+		return r;
+	r = still_wanted(index, identifier, flags, backend, sizeof(backend));
+	if (r < 0)
+		return r;
 	/* Subscribe first: the kernel emits the "change" event inside DISCONNECT's teardown. */
 	if (udev_wait_new(&w) < 0)
 		w = NULL;
 	restore_queue(index);
-	r = nbd_nl_disconnect(index);
-	if (r == 0 && w)
+	r = rd = nbd_nl_disconnect(index);
+	/* Only our own records go, and before the lock does: the next CONNECT may pick this
+	 * minor as soon as it is released, and journal it under the same name. */
+	if (r == 0 && backend[0]) {
+		r = state_remove_if(index, backend);
+		if (r == 0)
+			r = udev_record_remove_if(index, backend);
+	}
+	state_unlock(&lock);
+	if (w && rd == 0)
 		rw = udev_wait_change(w, sysname, timeout_ms, NULL);
 	udev_wait_free(w);
-	if (r == 0)
-		r = state_remove(index);
-	if (r == 0)
-		r = udev_record_remove(index);
 	if (ret_udev_timedout)
 		*ret_udev_timedout = r == 0 && rw < 0;
 	return r;

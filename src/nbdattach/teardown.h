@@ -7,9 +7,17 @@
 
 #define UDEV_TIMEOUT_DEFAULT_MS 30000
 
-/* DISCONNECT, wait (at most TIMEOUT_MS) for udev to process the change, remove the state file.
- * Returns the disconnect's error; the udev wait timing out is not an error (the device is
- * disconnected either way) but is reported through *ret_udev_timedout if non-NULL. */
-int teardown_device(uint32_t index, int timeout_ms, int *ret_udev_timedout);
+/* Flags of teardown_device. */
+#define TEARDOWN_IF_UNJOURNALED 1u /* only while no journal entry accounts for the device */
+
+/* Under the state lock: checks that device INDEX still carries IDENTIFIER (NULL: whatever it
+ * carries, for detach --force), DISCONNECTs it (its queue settings put back first) and removes
+ * the records that are its own; then waits (at most TIMEOUT_MS) for udev to process the change.
+ * -ESTALE: the device is no longer IDENTIFIER's, -EBUSY: TEARDOWN_IF_UNJOURNALED and a journal
+ * entry names it now; nothing was done in either case. Otherwise the disconnect's error; the
+ * udev wait timing out is not an error (the device is disconnected either way) but is reported
+ * through *ret_udev_timedout if non-NULL. */
+int teardown_device(uint32_t index, const char *identifier, unsigned flags, int timeout_ms,
+		    int *ret_udev_timedout);
 
 #endif

@@ -4,7 +4,11 @@
 #   timeouts; a read in flight gets an error instead of hanging; no stale entry or state;
 # - detached by another tool: udev runs `nbdattach cleanup --device`, records and link go;
 # - `nbdattach cleanup` removes a journal entry of a device that is not connected, a claim of a
-#   dead helper, and disconnects a device of ours that nothing accounts for.
+#   dead helper, and disconnects a device of ours that nothing accounts for, or whose attach was
+#   killed before it started the device's monitor;
+# - a device detached and reused behind a run's back: the run's release leaves the new owner's
+#   device and records alone;
+# - another tool's device whose connecting pid matches a leftover claim is not adopted by udev.
 . "$(dirname "$0")/../lib.sh"
 in_vm || { skip "hygiene-cleanup" "runs only inside the test VM"; exit 0; }
 
@@ -86,3 +90,53 @@ udevadm settle
 check_fails "that device is free" test -e "/sys/block/$n/pid"
 expect_eq "state directory empty after cleanup" "" "$(state_files)"
 check "cleanup with nothing to do" "$NBDATTACH" cleanup
+
+# --- an attach killed after its journal entry, before it started the monitor.
+NBDATTACH_FAULT=journaled:s5 "$NBDATTACH" attach --tag clean --name s5 "nbd+unix:///disk?socket=$tmp/s3.sock" >/dev/null 2>&1
+expect_eq "attach killed at its journaled step" 137 "$?"
+rec=$(grep -l '^name=s5$' /run/nbdattach/devices/nbd* 2>/dev/null)
+n=${rec##*/}
+check "its journal entry says attaching" grep -qx 'owner=attaching' "$rec"
+out=$("$NBDATTACH" cleanup 2>&1)
+case "$out" in *"/dev/$n: detached (its attach was killed)"*) pass "cleanup detached it" ;;
+	*) fail "cleanup detached it" "$out" ;; esac
+udevadm settle
+check_fails "that device is free" test -e "/sys/block/$n/pid"
+expect_eq "state directory empty after that cleanup" "" "$(state_files)"
+
+# --- detached and reused behind a run's back.
+printf '%s\n' '#!/bin/sh' \
+	'python3 -c "import json, os; print(json.loads(os.environ[\"NBDATTACH_RUN\"])[\"volumes\"][0][\"device\"])" > "$1/dev.tmp"' \
+	'mv "$1/dev.tmp" "$1/dev"' \
+	'while [ ! -e "$1/go" ]; do sleep 0.1; done' > "$tmp/provider"
+chmod +x "$tmp/provider"
+"$NBDATTACH" run --tag clean --volume "name=r1,uri=nbd+unix:///disk?socket=$tmp/s3.sock" -- "$tmp/provider" "$tmp" &
+rpid=$!
+for i in $(seq 300); do [ -e "$tmp/dev" ] && break; sleep 0.1; done
+rdev=$(cat "$tmp/dev")
+check "someone else detaches the run's device" "$NBDATTACH" detach "$rdev"
+dev=$("$NBDATTACH" attach --tag clean --name s6 "nbd+unix:///disk?socket=$tmp/s3.sock")
+expect_eq "a new attach gets the same minor" "$rdev" "$dev"
+touch "$tmp/go"
+wait "$rpid"
+udevadm settle
+check "the new owner's device is still connected" test -e "/sys/block/${dev#/dev/}/pid"
+check "and still journaled" grep -qx 'name=s6' "/run/nbdattach/devices/${dev#/dev/}"
+check "and still linked" test -e /dev/nbdattach/clean/s6
+check "detach it" "$NBDATTACH" detach "$dev"
+udevadm settle
+expect_eq "state directory empty after the reuse" "" "$(state_files)"
+
+# --- another tool's device is never adopted through a leftover claim of its connecting pid.
+check "nbd-client connects a device (its backend file empty)" \
+	nbd-client -N disk -unix "$tmp/s3.sock" /dev/nbd0 -b 4096
+cpid=$(cat /sys/block/nbd0/pid 2>/dev/null)
+printf 'NBDATTACH_ID=nbdattach:x:z:0123456789abcdef0123456789abcdef\nNBDATTACH_TAG=x\nNBDATTACH_NAME=z\n' \
+	> "/run/nbdattach/claims/$cpid"
+udevadm trigger --action=change /sys/block/nbd0
+udevadm settle
+check_fails "udev does not take it for ours" sh -c 'udevadm info --query=property /dev/nbd0 | grep -qx NBDATTACH=1'
+check_fails "no link for it" test -e /dev/nbdattach/x/z
+rm -f "/run/nbdattach/claims/$cpid"
+nbd-client -d /dev/nbd0 >/dev/null
+udevadm settle

@@ -2,7 +2,9 @@
 /* The state journal: strict parsing (exact errno), atomic write/read round trip, refusal of a
  * symlinked or group/world-accessible state directory, identifier and label checks. */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -40,6 +42,47 @@ static void test_parse(void)
 	expect_int("half a saved queue pair refused", -EBADMSG, parse(GOOD "saved-read-ahead-kb=128\n"));
 	expect_int("saved setting over 32 bits refused", -EBADMSG,
 		   parse(GOOD "saved-read-ahead-kb=4294967296\nsaved-max-sectors-kb=1\n"));
+	expect_int("owner attaching parses", 0, parse(GOOD "owner=attaching\n"));
+	expect_int("unknown owner refused", -EBADMSG, parse(GOOD "owner=root\n"));
+}
+
+/* What the parser would refuse is never written: a newline in an export name (a server's or a
+ * URI's, percent-decoded) must not become a key of its own. */
+static void test_format(void)
+{
+	struct state_rec w = { .index = 1, .size = 512, .block_size = 512 }, r;
+	char buf[STATE_FILE_MAX + 1];
+	size_t len;
+
+	snprintf(w.identifier, sizeof(w.identifier), "%s", ID);
+	snprintf(w.owner, sizeof(w.owner), "attaching");
+	expect_int("formats", 0, state_format(&w, buf, sizeof(buf), &len));
+	expect_int("and parses back", 0, state_parse(buf, len, &r));
+	unit_check(!strcmp(r.owner, "attaching"), "owner round trip", "got '%s'", r.owner);
+	snprintf(w.export_name, sizeof(w.export_name), "a\nowner=run");
+	expect_int("newline in a field refused", -EINVAL, state_format(&w, buf, sizeof(buf), &len));
+	snprintf(w.export_name, sizeof(w.export_name), "e");
+	snprintf(w.uri, sizeof(w.uri), "nbd://h/\x7f");
+	expect_int("DEL in a field refused", -EINVAL, state_format(&w, buf, sizeof(buf), &len));
+}
+
+/* The ownership lock is exclusive between open file descriptions, even of one process. */
+static void test_lock(void)
+{
+	char dir[] = "/tmp/nbdattach-unit.XXXXXX";
+	int a = -1, b;
+
+	if (!mkdtemp(dir))
+		return;
+	setenv("NBDATTACH_STATE_DIR", dir, 1);
+	expect_int("lock", 0, state_lock(&a));
+	b = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	expect_int("a second holder is refused while held", -1, flock(b, LOCK_EX | LOCK_NB));
+	state_unlock(&a);
+	unit_check(a == -1, "unlock resets the fd", "fd %d", a);
+	expect_int("free again after unlock", 0, flock(b, LOCK_EX | LOCK_NB));
+	close(b);
+	rmdir(dir);
 }
 
 static void test_labels(void)
@@ -109,6 +152,8 @@ int main(void)
 {
 	test_claims();
 	test_parse();
+	test_format();
+	test_lock();
 	test_labels();
 	test_roundtrip();
 	return unit_exit();
