@@ -130,6 +130,18 @@ int claim_remove(pid_t pid)
 	return state_file_remove("claims", name);
 }
 
+int64_t claim_time(pid_t pid)
+{
+	_cleanup_close_ int dfd = -1;
+	struct stat st;
+	char name[24];
+
+	pid_name(pid, name);
+	if (state_open_dir("claims", false, &dfd) < 0 || fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return -1;
+	return (int64_t)st.st_mtim.tv_sec;
+}
+
 int claim_read(pid_t pid, struct claim *ret)
 {
 	char name[24];

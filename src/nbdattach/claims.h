@@ -29,6 +29,8 @@ int claim_commit(pid_t pid, uint32_t index);
 int claim_remove(pid_t pid);
 /* Reads claims/PID; -ENOENT when absent, -EBADMSG when malformed. */
 int claim_read(pid_t pid, struct claim *ret);
+/* When claims/PID was written (wall-clock seconds), -1 if unknown. */
+int64_t claim_time(pid_t pid);
 /* PIDs with a claim (malloc'ed, sorted). */
 int claim_list(uint32_t **ret, size_t *ret_n);
 /* Reads / removes udev/nbdINDEX. */

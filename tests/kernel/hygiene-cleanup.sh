@@ -8,7 +8,8 @@
 #   killed before it started the device's monitor;
 # - a device detached and reused behind a run's back: the run's release leaves the new owner's
 #   device and records alone;
-# - another tool's device whose connecting pid matches a leftover claim is not adopted by udev.
+# - another tool's device whose connecting pid matches a leftover claim is not adopted by udev;
+# - a journal entry's helper pid recycled by a younger nbdattach process does not keep a device.
 . "$(dirname "$0")/../lib.sh"
 in_vm || { skip "hygiene-cleanup" "runs only inside the test VM"; exit 0; }
 
@@ -140,3 +141,18 @@ check_fails "no link for it" test -e /dev/nbdattach/x/z
 rm -f "/run/nbdattach/claims/$cpid"
 nbd-client -d /dev/nbd0 >/dev/null
 udevadm settle
+
+# --- a recycled pid is not the helper: a journal entry naming a live nbdattach process that
+# started after the entry was written (here: the device's own monitor, the entry dated 1970).
+dev=$("$NBDATTACH" attach --tag clean --name s7 "nbd+unix:///disk?socket=$tmp/s3.sock")
+n=${dev#/dev/}
+mon=$(sed -n 's/^pid=//p' "/run/nbdattach/devices/$n")
+sed -e 's/^owner=.*/owner=run/' -e 's/^time=.*/time=1000/' "/run/nbdattach/devices/$n" > "$tmp/rec"
+cp "$tmp/rec" "/run/nbdattach/devices/$n"
+out=$("$NBDATTACH" cleanup 2>&1)
+case "$out" in *"$dev: detached (its run was killed)"*) pass "cleanup: a younger process with the run's pid is not the run" ;;
+	*) fail "cleanup: a younger process with the run's pid is not the run" "$out" ;; esac
+udevadm settle
+for i in $(seq 50); do [ -d "/proc/$mon" ] || break; sleep 0.1; done
+check_fails "its monitor exited" test -d "/proc/$mon"
+expect_eq "state directory empty after the recycled pid" "" "$(state_files)"
