@@ -54,6 +54,7 @@ struct pipeline {
 struct walk {
 	struct blockstatus *bs;
 	uint64_t req_off, req_len, next; /* next: where the next extent must start */
+	bool seen;                       /* this reply already had our context's chunk */
 	struct pipeline *p;
 	int err;
 };
@@ -107,8 +108,7 @@ int blockstatus_connect(const char *uri, const char *context, struct blockstatus
 		return nbd_fail(bs, ECONNREFUSED);
 	/* QEMU silently drops an unknown bitmap from the negotiated contexts; only this tells. */
 	if (context && nbd_can_meta_context(nbd, context) != 1)
-		return fail(bs, -ENOENT, "export does not offer dirty bitmap '%s'",
-			    context + strlen("qemu:dirty-bitmap:"));
+		return fail(bs, -ENOENT, "export does not offer meta context '%s'", context);
 	size = nbd_get_size(nbd);
 	if (size < 0)
 		return nbd_fail(bs, EIO);
@@ -129,24 +129,35 @@ const char *blockstatus_error(const struct blockstatus *bs)
 /* Validate one reply before handing anything on: a hostile or buggy server must not make us
  * loop forever (no progress) or publish extents outside what was asked. libnbd 1.14 passes
  * extents through unchecked, and silently drops chunks for context ids it never negotiated
- * (those then show up here as "no progress"). */
-static int check_reply(struct walk *w, const char *ctx, const uint32_t *e, size_t n)
+ * (those then show up here as "no progress"). The NBD protocol lets the final extent of a
+ * reply, and only that one, run past the requested range when the server happens to know
+ * more; QEMU never does it, other servers may. *ret_last is the final extent's length cut at
+ * the request end: the next request starts there. */
+static int check_reply(struct walk *w, const char *ctx, const uint32_t *e, size_t n,
+		       uint32_t *ret_last)
 {
 	uint64_t end = w->req_off + w->req_len, pos = w->next;
 
 	if (strcmp(ctx, w->bs->context))
 		return fail(w->bs, -EPROTO, "server replied for unrequested context '%s'", ctx);
+	if (w->seen)
+		return fail(w->bs, -EPROTO, "server sent a second block status chunk for '%s' in "
+			    "one reply", ctx);
 	if (n == 0 || n % 2)
 		return fail(w->bs, -EPROTO, "server sent a malformed block status reply");
 	for (size_t i = 0; i < n; i += 2) {
 		if (e[i] == 0)
 			return fail(w->bs, -EPROTO, "server sent a zero-length extent at %" PRIu64, pos);
-		if (e[i] > end - pos)
-			return fail(w->bs, -EPROTO,
-				    "server sent an extent past the %s (%" PRIu64 "+%" PRIu32 ")",
-				    end == w->bs->size ? "export end" : "request", pos, e[i]);
+		if (e[i] > w->bs->size - pos)
+			return fail(w->bs, -EPROTO, "server sent an extent past the export end (%"
+				    PRIu64 "+%" PRIu32 ")", pos, e[i]);
+		/* Only the final one may run past the request, and only one that starts in it. */
+		if (pos == end || (e[i] > end - pos && i + 2 < n))
+			return fail(w->bs, -EPROTO, "server sent an extent past the request (%"
+				    PRIu64 "+%" PRIu32 ")", pos, e[i]);
 		pos += e[i];
 	}
+	*ret_last = pos > end ? (uint32_t)(e[n - 2] - (pos - end)) : e[n - 2];
 	return 0;
 }
 
@@ -184,8 +195,9 @@ static void *consume(void *arg)
 	return NULL;
 }
 
-/* Queues a copy of a validated reply; FN's error, if it failed on an earlier one. */
-static int enqueue(struct pipeline *p, uint64_t start, const uint32_t *e, size_t n)
+/* Queues a copy of a validated reply, its final extent cut to LAST; FN's error, if it failed
+ * on an earlier one. */
+static int enqueue(struct pipeline *p, uint64_t start, const uint32_t *e, size_t n, uint32_t last)
 {
 	struct batch *b;
 	int r;
@@ -194,11 +206,11 @@ static int enqueue(struct pipeline *p, uint64_t start, const uint32_t *e, size_t
 	while (p->count == 2 && !p->err)
 		pthread_cond_wait(&p->cond, &p->lock);
 	r = p->err;
+	/* The free slot is only ever touched here until it is queued. */
+	b = &p->slot[(p->head + p->count) & 1];
 	pthread_mutex_unlock(&p->lock);
 	if (r < 0)
 		return r;
-	/* The free slot is only ever touched here until it is queued. */
-	b = &p->slot[(p->head + p->count) & 1];
 	if (n > b->cap) {
 		uint32_t *x = realloc(b->e, n * sizeof(*x));
 
@@ -207,6 +219,7 @@ static int enqueue(struct pipeline *p, uint64_t start, const uint32_t *e, size_t
 		b->e = x, b->cap = n;
 	}
 	memcpy(b->e, e, n * sizeof(*e));
+	b->e[n - 2] = last;
 	b->n = n, b->start = start;
 	pthread_mutex_lock(&p->lock);
 	p->count++;
@@ -215,10 +228,12 @@ static int enqueue(struct pipeline *p, uint64_t start, const uint32_t *e, size_t
 	return 0;
 }
 
+/* libnbd calls this once per block status chunk of the reply. */
 static int extent_cb(void *user_data, const char *ctx, uint64_t offset, uint32_t *e,
 		     size_t n, int *error)
 {
 	struct walk *w = user_data;
+	uint32_t last = 0;
 
 	if (w->err)
 		return -1;
@@ -226,11 +241,17 @@ static int extent_cb(void *user_data, const char *ctx, uint64_t offset, uint32_t
 		w->err = fail(w->bs, -EPROTO, "server replied for the wrong offset");
 		goto out;
 	}
-	w->err = check_reply(w, ctx, e, n);
+	/* The protocol allows one block status chunk per context in a successful reply: a
+	 * second one is no continuation, refuse it. */
+	w->err = check_reply(w, ctx, e, n, &last);
 	if (!w->err)
-		w->err = enqueue(w->p, w->next, e, n);
-	for (size_t i = 0; !w->err && i < n; i += 2)
-		w->next += e[i];
+		w->err = enqueue(w->p, w->next, e, n, last);
+	if (!w->err) {
+		w->seen = true;
+		for (size_t i = 0; i + 2 < n; i += 2)
+			w->next += e[i];
+		w->next += last;
+	}
 out:
 	if (w->err)
 		*error = -w->err;
@@ -243,6 +264,7 @@ static int walk_chunk(struct walk *w)
 	int r;
 
 	w->req_off = start;
+	w->seen = false;
 	w->req_len = w->bs->size - start < CHUNK ? w->bs->size - start : CHUNK;
 	r = nbd_block_status(w->bs->nbd, w->req_len, w->req_off,
 			     (nbd_extent_callback){ .callback = extent_cb, .user_data = w }, 0);

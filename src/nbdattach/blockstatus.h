@@ -27,7 +27,9 @@ uint64_t blockstatus_size(const struct blockstatus *bs);
 /* The reason for the last failure, or NULL. */
 const char *blockstatus_error(const struct blockstatus *bs);
 
-/* Walk the whole export, validating every reply; -EPROTO on a hostile reply. */
+/* Walk the whole export, validating every reply; -EPROTO on a hostile reply (a second status
+ * chunk for the context, an extent past the export, or one other than the reply's last past
+ * the request). The last extent may run past the request (NBD spec): FN sees it cut there. */
 int blockstatus_walk(struct blockstatus *bs, blockstatus_fn fn, void *opaque);
 
 void blockstatus_free(struct blockstatus *bs);

@@ -3,7 +3,9 @@
  * nbdattach map: publish a QEMU dirty bitmap (meta context qemu:dirty-bitmap:NAME) as a region
  * map (binary, regionmap(5)), as "OFFSET LENGTH" text, or exactly as `nbdinfo --map` prints it.
  * Extents stream from block status straight to the output: memory stays constant however many
- * extents the export has (nbdinfo --map buffers them all).
+ * extents the export has (nbdinfo --map buffers them all). The binary and text forms end with a
+ * trailer or "end" line; the nbdinfo form has none, so a failed walk leaves a prefix that looks
+ * like a shorter map: only the exit status tells (nbdattach(8)).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -391,9 +393,14 @@ static int writer_start(struct sink *s, int fd, const char *context)
 		.export_size = s->size,
 		.granularity = s->o->granularity,
 	};
-	/* A memfd handed in by a caller (F_GET_SEALS works only on memfds) gets the count
-	 * patched into its header and is sealed, so the reader can random-access it. */
-	unsigned mode = fcntl(fd, F_GET_SEALS) >= 0 ? REGIONMAP_WRITE_MEMFD : REGIONMAP_WRITE_STREAM;
+	int seals = fcntl(fd, F_GET_SEALS);
+	/* A sealable memfd handed in by a caller gets the count patched into its header and is
+	 * sealed, so the reader can random-access it. F_GET_SEALS alone proves nothing: it works on
+	 * every shmem file, and a tmpfs file (--output under /dev/shm) or a memfd created without
+	 * MFD_ALLOW_SEALING carries F_SEAL_SEAL from birth (mm/shmem.c), so it can never be sealed
+	 * and gets the plain stream form. */
+	unsigned mode = seals >= 0 && !(seals & F_SEAL_SEAL) ? REGIONMAP_WRITE_MEMFD
+							      : REGIONMAP_WRITE_STREAM;
 
 	snprintf(info.context, sizeof info.context, "%s", context ? context : "");
 	return regionmap_writer_new(fd, &info, mode, &s->w);

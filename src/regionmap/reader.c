@@ -86,7 +86,11 @@ static int parse_fixed(struct regionmap_reader *r, const uint8_t *h)
 	i->flags = rm_get32(h + RM_OFF_FLAGS);
 	i->export_size = rm_get64(h + RM_OFF_SIZE);
 	i->granularity = rm_get64(h + RM_OFF_GRAN);
-	i->count = r->hdr_count = rm_get64(h + RM_OFF_COUNT);
+	r->hdr_count = rm_get64(h + RM_OFF_COUNT);
+	/* A stream's header count is unverified until the trailer (it may even be a real count,
+	 * from a memfd-mode file read as a stream): callers see it only once it is checked. A
+	 * memfd is verified before open returns. */
+	i->count = r->mode == REGIONMAP_READ_MEMFD ? r->hdr_count : REGIONMAP_COUNT_UNKNOWN;
 	if ((i->flags & ~RM_KNOWN_FLAGS) || i->export_size == 0 || !rm_is_pow2(i->granularity) ||
 	    i->granularity > REGIONMAP_GRANULARITY_MAX || rm_get16(h + RM_OFF_CTXLEN) > REGIONMAP_CONTEXT_MAX)
 		return -EINVAL;
@@ -186,9 +190,11 @@ static int read_trailer(struct regionmap_reader *r)
 	total = rm_get64(t + 24);
 	if (memcmp(t, RM_TRAILER_MAGIC, RM_TRAILER_MAGIC_LEN) != 0 || count != r->chk.count ||
 	    total != r->chk.total || rm_get32(t + 32) != ~r->crc || rm_get32(t + 36) != 0 ||
-	    (r->hdr_count != REGIONMAP_COUNT_UNKNOWN && r->hdr_count != count) ||
-	    ((r->chk.flags & REGIONMAP_FLAG_FULL) && count != 1))
+	    (r->hdr_count != REGIONMAP_COUNT_UNKNOWN && r->hdr_count != count))
 		return -EBADMSG;
+	/* An intact FULL map without its one record: wrong regions, as check_record says. */
+	if ((r->chk.flags & REGIONMAP_FLAG_FULL) && count != 1)
+		return -EDOM;
 	r->pos += RM_TRAILER;
 	return expect_eof(r);
 }
@@ -206,6 +212,7 @@ static int next_record(struct regionmap_reader *r, uint64_t *ret_off, uint64_t *
 		if (e < 0)
 			return e;
 		r->done = true;
+		r->info.count = r->chk.count;
 		r->info.total = r->chk.total;
 		return 0;
 	}

@@ -46,7 +46,8 @@ struct regionmap_info {
 	uint32_t flags;       /* REGIONMAP_FLAG_* */
 	uint64_t export_size; /* bytes, > 0 */
 	uint64_t granularity; /* bytes, power of two */
-	uint64_t count;       /* records; REGIONMAP_COUNT_UNKNOWN in a stream header */
+	uint64_t count;       /* records: from the reader in stream mode REGIONMAP_COUNT_UNKNOWN
+	                         until the trailer was verified, in memfd mode known at open */
 	uint64_t total;       /* dirty bytes: valid from the writer after finish, from the
 	                         reader after the trailer was verified (or at open for memfds) */
 	char context[REGIONMAP_CONTEXT_MAX + 1]; /* NUL-terminated meta-context name, may be "" */
@@ -57,16 +58,19 @@ struct regionmap_info {
 struct regionmap_writer;
 
 /* Writer modes. */
-#define REGIONMAP_WRITE_STREAM 0x0u /* sequential writes (pipe, socket, file): constant memory */
-#define REGIONMAP_WRITE_MEMFD  0x1u /* fd is a memfd (or regular file) written with pwrite; finish
-                                       patches the count into the header and, for a memfd,
-                                       applies F_SEAL_SHRINK|GROW|WRITE|SEAL */
+#define REGIONMAP_WRITE_STREAM 0x0u /* sequential write(2) (pipe, socket, file): constant memory */
+#define REGIONMAP_WRITE_MEMFD  0x1u /* fd is a memfd (or regular file) written with pwrite(2) from
+                                       offset 0; finish patches the count into the header and,
+                                       when the fd can still be sealed (F_GET_SEALS works and
+                                       F_SEAL_SEAL is not set), applies F_SEAL_SHRINK|GROW|WRITE|
+                                       SEAL; see regionmap_writer_finish() */
 
 /*
  * Start a map on fd (not closed by the library). info->export_size, granularity, flags and
- * context are used; the other fields are ignored. Fails with -EINVAL on a zero size, a
- * granularity that is not a power of two or is above REGIONMAP_GRANULARITY_MAX, or a context
- * longer than REGIONMAP_CONTEXT_MAX; -ENOMEM.
+ * context are used; the other fields are ignored. Fails with -EINVAL on fd < 0, a NULL info or
+ * ret, an unknown mode, a zero size, a granularity that is not a power of two or is above
+ * REGIONMAP_GRANULARITY_MAX, unknown flags, or a context longer than REGIONMAP_CONTEXT_MAX or
+ * with characters outside printable ASCII; -ENOMEM.
  */
 REGIONMAP_API int regionmap_writer_new(int fd, const struct regionmap_info *info, unsigned mode,
                                        struct regionmap_writer **ret);
@@ -74,13 +78,24 @@ REGIONMAP_API int regionmap_writer_new(int fd, const struct regionmap_info *info
 /*
  * Add one dirty extent. Extents must come in ascending order without overlap; adjacent extents
  * are merged. Offsets and lengths must be multiples of the granularity, except that the last
- * extent may end at export_size. -EINVAL on zero length, misalignment or overflow; -ERANGE past
- * the export end; -EDOM when out of order or overlapping; an I/O errno from write(2).
- * A writer that failed stays failed: every later call returns the same error.
+ * extent may end at export_size. -EINVAL on zero length, misalignment or overflow, or after a
+ * successful regionmap_writer_finish(); -ERANGE past the export end; -EDOM when out of order or
+ * overlapping; an I/O errno from write(2) (stream mode) or pwrite(2) (memfd mode), which only
+ * come when the 64 KiB buffer is flushed. A writer that failed stays failed: every later call
+ * (add or finish) returns the same error.
  */
 REGIONMAP_API int regionmap_writer_add(struct regionmap_writer *w, uint64_t offset, uint64_t length);
 
-/* Write the trailer (and for MEMFD mode: patch the header, seal). Writes nothing more after. */
+/*
+ * Write the trailer; in MEMFD mode also patch the count into the header, truncate the file to
+ * the map and, only when F_GET_SEALS works on fd and F_SEAL_SEAL is not yet set, add the four
+ * seals. A file that cannot be sealed (a regular file on disk, a tmpfs file, a memfd created
+ * without MFD_ALLOW_SEALING: those carry F_SEAL_SEAL from creation) is left complete but
+ * unsealed, 0 is still returned, and a REGIONMAP_READ_MEMFD reader refuses it with -EPERM;
+ * check F_GET_SEALS yourself when you need the seals. -EDOM a FULL map that is not exactly one
+ * region {0, export_size}; -EINVAL when already finished; write(2), pwrite(2), ftruncate(2) and
+ * fcntl(2) errors. Writes nothing more after.
+ */
 REGIONMAP_API int regionmap_writer_finish(struct regionmap_writer *w);
 
 /* Number of records and dirty bytes so far (merged). */
@@ -103,11 +118,14 @@ struct regionmap_reader;
                                        trailer and checksum at open */
 
 /*
- * Open a map. Errors: -EBADMSG bad magic or trailer magic or checksum; -EPROTONOSUPPORT unknown
- * version; -EINVAL bad header field (size 0, granularity, flags, context length, reserved bits);
- * -EPERM (memfd mode) missing seals; -EFBIG an absurd count (more records than the export can
- * hold at its granularity, or than the file can hold); -EPIPE/-ENODATA a stream that ends
- * inside the header; other read(2) errors as they come.
+ * Open a map. Errors: -EBADMSG bad magic or trailer magic or checksum, or (memfd) a file size
+ * that does not match the count; -EPROTONOSUPPORT unknown version; -EINVAL fd < 0, NULL ret,
+ * an unknown mode, or a bad header field (size 0, granularity, flags, context length or
+ * characters, reserved or padding bytes); -EPERM (memfd mode) missing seals or not a sealable
+ * file; -EFBIG (memfd) an absurd count (more records than the export can hold at its
+ * granularity, or than the file can hold); -ENODATA the input ends inside the header, or (memfd)
+ * the file is shorter than its header plus a trailer; -ENOMEM; other read(2)/pread(2) errors as
+ * they come. In memfd mode every error of regionmap_reader_next() can also come from open.
  */
 REGIONMAP_API int regionmap_reader_open(int fd, unsigned mode, struct regionmap_reader **ret);
 
@@ -115,10 +133,12 @@ REGIONMAP_API const struct regionmap_info *regionmap_reader_info(const struct re
 
 /*
  * Next region: returns 1 and fills *ret_offset and *ret_length, 0 at the verified end of the map
- * (trailer present, count, total and checksum match), or a negative errno: -ENODATA stream ended
- * before the trailer; -EBADMSG bad trailer or checksum; -EDOM unsorted or overlapping or
- * unmerged; -ERANGE past the export end; -EOVERFLOW offset+length overflows; -EINVAL zero length
- * or misaligned. After an error every later call returns the same error.
+ * (trailer present, count, total and checksum match; info count and total are then set), or a
+ * negative errno: -ENODATA stream ended before the trailer; -EBADMSG bad trailer or checksum, or
+ * data after it; -EDOM unsorted or overlapping or unmerged, or a FULL map that is not exactly
+ * one region {0, export_size} (also one with no record at all); -ERANGE past the export end;
+ * -EOVERFLOW offset+length overflows; -EINVAL zero length or misaligned (or a NULL argument).
+ * After an error every later call returns the same error.
  */
 REGIONMAP_API int regionmap_reader_next(struct regionmap_reader *r, uint64_t *ret_offset,
                                         uint64_t *ret_length);

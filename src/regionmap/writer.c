@@ -221,7 +221,7 @@ static int put_trailer(struct regionmap_writer *w)
 static int seal_memfd(struct regionmap_writer *w)
 {
 	uint8_t cnt[8];
-	int r;
+	int r, seals;
 
 	rm_put64(cnt, w->chk.count);
 	r = pwrite_all(w->fd, cnt, sizeof(cnt), RM_OFF_COUNT);
@@ -229,8 +229,13 @@ static int seal_memfd(struct regionmap_writer *w)
 		return r;
 	if (ftruncate(w->fd, (off_t)w->pos) < 0)
 		return -errno;
-	if (fcntl(w->fd, F_GET_SEALS) < 0)
-		return 0; /* a regular file: nothing to seal */
+	/* F_GET_SEALS fails on files that cannot be sealed at all, and works on every shmem file;
+	 * a tmpfs file or a memfd made without MFD_ALLOW_SEALING carries F_SEAL_SEAL from birth
+	 * (mm/shmem.c), so F_ADD_SEALS would fail with EPERM. Neither gets seals: the map is
+	 * complete but unsealed, and a REGIONMAP_READ_MEMFD reader refuses it (-EPERM). */
+	seals = fcntl(w->fd, F_GET_SEALS);
+	if (seals < 0 || (seals & F_SEAL_SEAL))
+		return 0;
 	if (fcntl(w->fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL) < 0)
 		return -errno;
 	return 0;

@@ -39,11 +39,17 @@ static void consume(int fd, unsigned mode)
 		return;
 	info = regionmap_reader_info(r);
 	while ((e = regionmap_reader_next(r, &off, &len)) > 0) {
+		/* A stream shows no count, not even the header's, before the trailer is verified. */
+		if (mode == REGIONMAP_READ_STREAM && info->count != REGIONMAP_COUNT_UNKNOWN)
+			abort();
 		n++;
 		total += len;
 	}
 	/* A verified end means the trailer matched what we were handed. */
-	if (e == 0 && (total != info->total || (info->flags & REGIONMAP_FLAG_FULL && n != 1)))
+	if (e == 0 && (total != info->total || n != info->count ||
+		       (info->flags & REGIONMAP_FLAG_FULL && n != 1)))
+		abort();
+	if (e < 0 && mode == REGIONMAP_READ_STREAM && info->count != REGIONMAP_COUNT_UNKNOWN)
 		abort();
 	if (mode == REGIONMAP_READ_MEMFD && e == 0 && n > 0 && regionmap_reader_get(r, n - 1, &off, &len) < 0)
 		abort();

@@ -12,8 +12,19 @@ answers NBD_CMD_BLOCK_STATUS with structured replies that are wrong in the way M
   no-progress     a reply with no block-status chunk at all (NBD_REPLY_TYPE_NONE, DONE)
   zero-length     an extent of length 0
   overflow        extents whose 32-bit lengths sum past 2^32 (catches 32-bit arithmetic)
-  past-request    8 GiB export; the first reply goes 64 KiB beyond the request
+  past-request    8 GiB export; the first reply's first extent (not its final one, which may)
+                  goes 64 KiB beyond the request
   past-export-end the extents run 1 MiB beyond the 1 MiB export
+  two-chunks      each reply has two block-status chunks for the context, the second one
+                  continuing where the first ended (the spec allows exactly one per context)
+  final-past-request
+                  legal: 8 GiB export, dirty 0+64K, B-1M+2M (B = 0xFFF00000, the client's
+                  request size) and the last 64K; the final extent of each reply runs on up to
+                  1 MiB beyond the request while the status stays the same, as the NBD spec
+                  allows ("the *length* of the final extent MAY result in a sum larger than the
+                  original requested length")
+  dies            like good on an 8 GiB export, but the connection is closed on the second
+                  request: the client has a prefix of the map and the server is gone
   wrong-context   the reply names a context id that was never negotiated
   misaligned      a dirty extent of 4 KiB (granularity 64 KiB)
   slow            like good, on a 1 TiB export, 50 ms per reply: a producer to kill midway
@@ -37,7 +48,10 @@ CONTEXT = b"qemu:dirty-bitmap:x"
 CONTEXT_ID = 7
 
 MODE = sys.argv[2]
-SIZE = {"past-request": 8 << 30, "slow": 1 << 40}.get(MODE, 1 << 20)
+SIZE = {"past-request": 8 << 30, "final-past-request": 8 << 30, "dies": 8 << 30,
+        "slow": 1 << 40}.get(MODE, 1 << 20)
+B = 0xFFF00000
+DIRTY = [(0, 65536), (B - (1 << 20), B + (1 << 20)), (SIZE - 65536, SIZE)]  # [start, end)
 
 
 def recv_exact(c, n):
@@ -89,14 +103,39 @@ def handshake(c):
             opt_reply(c, opt, REP_ERR_UNSUP)
 
 
+def run_at(pos):
+    """(flags, end) of the run of one status that contains pos, in DIRTY."""
+    for s, e in DIRTY:
+        if s <= pos < e:
+            return 1, e
+        if pos < s:
+            return 0, s
+    return 0, SIZE
+
+
+def truthful_extents(offset, length, extra):
+    """Extents of DIRTY for the request; the final one runs on up to extra bytes past it."""
+    out, pos, end = [], offset, offset + length
+    while pos < end:
+        flags, run_end = run_at(pos)
+        out.append((min(run_end, end) - pos, flags))
+        pos = min(run_end, end)
+    flags, run_end = run_at(end - 1)
+    n, f = out[-1]
+    out[-1] = (n + min(run_end, end + extra, SIZE) - end, f)
+    return out
+
+
 def extents(offset, length):
     """(context id, [(len, flags)...]) for one request, per MODE."""
+    if MODE == "final-past-request":
+        return CONTEXT_ID, truthful_extents(offset, length, 1 << 20)
     if MODE == "zero-length":
         return CONTEXT_ID, [(65536, 1), (0, 0), (65536, 1)]
     if MODE == "overflow":
         return CONTEXT_ID, [(0x80000000, 1)] * 3
     if MODE == "past-request":
-        return CONTEXT_ID, [(length + 65536, 1)]
+        return CONTEXT_ID, [(length + 65536, 1), (65536, 0)]
     if MODE == "past-export-end":
         return CONTEXT_ID, [(length, 0), (1 << 20, 1)]
     if MODE == "misaligned":
@@ -110,6 +149,13 @@ def extents(offset, length):
     return ctx, out
 
 
+def status_chunk(c, handle, ctx, ext, done):
+    payload = struct.pack(">I", ctx) + b"".join(struct.pack(">II", n, f) for n, f in ext)
+    # flags: NBD_REPLY_FLAG_DONE (1) on the last chunk; type 5: NBD_REPLY_TYPE_BLOCK_STATUS
+    c.sendall(struct.pack(">IHHQI", SREPLY_MAGIC, 1 if done else 0, 5, handle, len(payload))
+              + payload)
+
+
 def block_status(c, handle, offset, length):
     if MODE == "no-progress":
         c.sendall(struct.pack(">IHHQI", SREPLY_MAGIC, 1, 0, handle, 0))
@@ -117,17 +163,25 @@ def block_status(c, handle, offset, length):
     if MODE == "slow":
         time.sleep(0.05)
     ctx, ext = extents(offset, length)
-    payload = struct.pack(">I", ctx) + b"".join(struct.pack(">II", n, f) for n, f in ext)
-    c.sendall(struct.pack(">IHHQI", SREPLY_MAGIC, 1, 5, handle, len(payload)) + payload)
+    if MODE == "two-chunks":
+        half = len(ext) // 2
+        status_chunk(c, handle, ctx, ext[:half], False)
+        status_chunk(c, handle, ctx, ext[half:], True)
+        return
+    status_chunk(c, handle, ctx, ext, True)
 
 
 def serve(c):
     handshake(c)
+    requests = 0
     while True:
         magic, _flags, cmd, handle, offset, length = struct.unpack(">IHHQQI", recv_exact(c, 28))
         if magic != REQ_MAGIC or cmd == CMD_DISC:
             return
         if cmd == CMD_BLOCK_STATUS:
+            requests += 1
+            if MODE == "dies" and requests == 2:
+                return
             block_status(c, handle, offset, length)
         else:  # NBD_REPLY_TYPE_ERROR EINVAL for anything else
             c.sendall(struct.pack(">IHHQIIH", SREPLY_MAGIC, 1, 32769, handle, 6, 22, 0))

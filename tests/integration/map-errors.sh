@@ -41,7 +41,8 @@ if command -v qemu-nbd >/dev/null; then
 	img_bitmap_add "$dir/a.qcow2" b
 	img_write "$dir/a.qcow2" 0 4096
 	qnbd_start "$dir/a.qcow2" "$dir/q.sock" disk b
-	one_line "unknown bitmap" 1 "export does not offer dirty bitmap 'nosuch'" \
+	one_line "unknown bitmap: the whole context named" 1 \
+		"export does not offer meta context 'qemu:dirty-bitmap:nosuch'\$" \
 		"$NBDATTACH" map "$(qnbd_uri "$dir/q.sock")" --bitmap nosuch
 	one_line "unknown export" 1 "cannot map '.*': .*no export named 'nosuch'" \
 		"$NBDATTACH" map "$(qnbd_uri "$dir/q.sock" nosuch)" --bitmap b
@@ -51,9 +52,11 @@ else
 	skip "qemu-nbd cases" "qemu-nbd not installed"
 fi
 
-# Hostile server modes: one clear line, exit 1, no end line (text) and no trailer (binary).
+# Hostile server modes: one clear line, exit 1, no end line (text) and no trailer (binary); the
+# nbdinfo form has no end marker, so its exit status and error line are all a caller has
+# (pass "raw-ok" for modes only the dirty-region forms refuse).
 hostile() {
-	local mode=$1 pat=$2 sock=$dir/h-$1.sock pid uri
+	local mode=$1 pat=$2 nbdinfo=${3:-} sock=$dir/h-$1.sock pid uri
 	python3 "$HOSTILE" "$sock" "$mode" &
 	pid=$!
 	defer "kill $pid"
@@ -65,6 +68,10 @@ hostile() {
 	else pass "hostile $mode: no end line"; fi
 	"$NBDATTACH" map "$uri" --bitmap x 2>/dev/null >"$dir/bin"
 	check_fails "hostile $mode: binary map has no valid trailer" "$DUMP" "$dir/bin"
+	if [ "$nbdinfo" != raw-ok ]; then
+		one_line "hostile $mode: nbdinfo form: one line, exit 1" 1 "cannot map '$uri': .*$pat" \
+			"$NBDATTACH" map "$uri" --bitmap x --format nbdinfo
+	fi
 	kill "$pid"
 }
 if command -v python3 >/dev/null; then
@@ -74,13 +81,39 @@ if command -v python3 >/dev/null; then
 	hostile past-request "past the request"
 	hostile past-export-end "past the export end"
 	hostile wrong-context "no progress"
-	hostile misaligned "not aligned to granularity 65536; pass --granularity"
+	hostile two-chunks "second block status chunk for 'qemu:dirty-bitmap:x' in one reply"
+	hostile misaligned "not aligned to granularity 65536; pass --granularity" raw-ok
+	# The server dies after the first reply: a long prefix is already out, but no form may
+	# look complete, and only the exit status says so for the nbdinfo form.
+	hostile dies "Transport endpoint is not connected"
+	expect_eq "hostile dies: the nbdinfo prefix was written (only exit 1 tells)" yes \
+		"$([ "$(wc -l <"$dir/out")" -gt 1000 ] && echo yes)"
 	# The control: the same server answering correctly gives a valid map.
 	python3 "$HOSTILE" "$dir/good.sock" good &
 	defer "kill $!"
 	wait_for_file "$dir/good.sock"
 	expect_eq "hostile server in good mode: valid map" "end 8 524288" \
 		"$("$NBDATTACH" map "nbd+unix:///?socket=$dir/good.sock" --bitmap x | "$DUMP" | tail -n 1)"
+	# Legal: the final extent of a reply runs past the request (NBD spec); it is cut at the
+	# request end, and the map is exactly the server's dirty regions.
+	python3 "$HOSTILE" "$dir/fpr.sock" final-past-request &
+	defer "kill $!"
+	wait_for_file "$dir/fpr.sock"
+	uri="nbd+unix:///?socket=$dir/fpr.sock"
+	B=$((0xFFF00000)) S=$((8 << 30))
+	exp="0 65536
+$((B - (1 << 20))) $((2 << 20))
+$((S - 65536)) 65536
+end 3 $((65536 + (2 << 20) + 65536))"
+	expect_eq "final extent past the request: text map right" "$exp" \
+		"$("$NBDATTACH" map "$uri" --bitmap x --format text 2>&1)"
+	expect_eq "final extent past the request: binary map right" "$exp" \
+		"$("$NBDATTACH" map "$uri" --bitmap x 2>&1 | "$DUMP" 2>&1)"
+	expect_eq "final extent past the request: nbdinfo form right" \
+"$(printf '%10d  %10d  %3d  %s\n' 0 65536 1 dirty 65536 $((B - (1 << 20) - 65536)) 0 clean \
+	$((B - (1 << 20))) $((2 << 20)) 1 dirty $((B + (1 << 20))) $((S - 65536 - B - (1 << 20))) 0 clean \
+	$((S - 65536)) 65536 1 dirty)" \
+		"$("$NBDATTACH" map "$uri" --bitmap x --format nbdinfo 2>&1)"
 else
 	skip "hostile server" "python3 not installed"
 fi

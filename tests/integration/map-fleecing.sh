@@ -51,4 +51,4 @@ check "after guest writes: nbdinfo output unchanged" cmp "$dir/nbdinfo.1" "$dir/
 # The live bitmap (not exported) took the guest writes; the snapshot export does not offer it.
 one_err=$("$NBDATTACH" map "$uri" --bitmap b 2>&1)
 expect_eq "live bitmap is not offered on the snapshot export" \
-	"nbdattach: cannot map '$uri': export does not offer dirty bitmap 'b'" "$one_err"
+	"nbdattach: cannot map '$uri': export does not offer meta context 'qemu:dirty-bitmap:b'" "$one_err"

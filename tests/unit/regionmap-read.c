@@ -186,7 +186,7 @@ static void test_records(void)
 	build(&m, 16 * G, REGIONMAP_FLAG_FULL, &whole, 1);
 	both("full map with the whole export", &m, 1, 0);
 	build(&m, 16 * G, REGIONMAP_FLAG_FULL, &whole, 0);
-	both("full map without its record", &m, 0, -EBADMSG);
+	both("full map without its record: -EDOM like any wrong full map", &m, 0, -EDOM);
 }
 
 static void test_trailer(void)
@@ -228,12 +228,89 @@ static void test_truncation(void)
 	unit_check(!bad_memfd, "memfd truncated at every byte: an error, never 0", "%d lengths accepted", bad_memfd);
 }
 
+/* Stream mode shows no record count before the trailer proved it, even one in the header. */
+static void test_stream_count(void)
+{
+	struct regionmap_reader *r;
+	struct raw m, c;
+	uint64_t n, t;
+	int fd, e;
+
+	build(&m, 16 * G, 0, good, 3);
+	c = m;
+	rm_put64(c.b + 32, 3); /* a memfd-form file read as a stream: the header has the count */
+	fd = memfd_with(c.b, c.len, 0);
+	expect_int("stream with a header count: open", 0, regionmap_reader_open(fd, REGIONMAP_READ_STREAM, &r));
+	expect_u64("stream: count unknown after open", REGIONMAP_COUNT_UNKNOWN, regionmap_reader_info(r)->count);
+	expect_int("stream: first record", 1, regionmap_reader_next(r, &n, &t));
+	expect_u64("stream: count unknown before the trailer", REGIONMAP_COUNT_UNKNOWN, regionmap_reader_info(r)->count);
+	while ((e = regionmap_reader_next(r, &n, &t)) > 0)
+		;
+	expect_int("stream: verified end", 0, e);
+	expect_u64("stream: count known after the trailer", 3, regionmap_reader_info(r)->count);
+	expect_u64("stream: total known after the trailer", 9 * G, regionmap_reader_info(r)->total);
+	regionmap_reader_free(r);
+	close(fd);
+
+	rm_put64(c.b + 32, 1000); /* a lying header count */
+	fd = memfd_with(c.b, c.len, 0);
+	expect_int("stream with a lying header count: open", 0, regionmap_reader_open(fd, REGIONMAP_READ_STREAM, &r));
+	expect_u64("stream: lying count not shown", REGIONMAP_COUNT_UNKNOWN, regionmap_reader_info(r)->count);
+	while ((e = regionmap_reader_next(r, &n, &t)) > 0)
+		;
+	expect_int("stream: lying header count fails at the trailer", -EBADMSG, e);
+	expect_u64("stream: count still unknown after the failure", REGIONMAP_COUNT_UNKNOWN, regionmap_reader_info(r)->count);
+	regionmap_reader_free(r);
+	close(fd);
+
+	rm_put64(c.b + 32, 3);
+	fd = memfd_with(c.b, c.len, ALL_SEALS);
+	expect_int("memfd: open", 0, regionmap_reader_open(fd, REGIONMAP_READ_MEMFD, &r));
+	expect_u64("memfd: count known at open", 3, regionmap_reader_info(r)->count);
+	regionmap_reader_free(r);
+	close(fd);
+}
+
+/* The errnos regionmap.h and libregionmap(3) document for open. */
+static void test_open_errors(void)
+{
+	struct regionmap_reader *r = NULL;
+	struct raw m, c;
+	int fd;
+
+	build(&m, 16 * G, 0, good, 0);
+	expect_int("open fd -1", -EINVAL, regionmap_reader_open(-1, REGIONMAP_READ_STREAM, &r));
+	fd = memfd_with(m.b, m.len, 0);
+	expect_int("open unknown mode", -EINVAL, regionmap_reader_open(fd, 2, &r));
+	close(fd);
+	fd = memfd_with(m.b, 0, 0);
+	expect_int("stream: empty input ends inside the header", -ENODATA, regionmap_reader_open(fd, REGIONMAP_READ_STREAM, &r));
+	close(fd);
+	fd = memfd_with(m.b, 20, 0);
+	expect_int("stream: input ends inside the fixed header", -ENODATA, regionmap_reader_open(fd, REGIONMAP_READ_STREAM, &r));
+	close(fd);
+	fd = memfd_with(m.b, 50, 0);
+	expect_int("stream: input ends inside the context", -ENODATA, regionmap_reader_open(fd, REGIONMAP_READ_STREAM, &r));
+	close(fd);
+	c = m;
+	rm_put64(c.b + 32, 0);
+	fd = memfd_with(c.b, 20, ALL_SEALS);
+	expect_int("memfd: shorter than the fixed header", -ENODATA, regionmap_reader_open(fd, REGIONMAP_READ_MEMFD, &r));
+	close(fd);
+	fd = memfd_with(c.b, m.len - 1, ALL_SEALS);
+	expect_int("memfd: header but shorter than header + trailer", -ENODATA, regionmap_reader_open(fd, REGIONMAP_READ_MEMFD, &r));
+	close(fd);
+	unit_check(r == NULL, "open leaves ret untouched on failure", "r=%p", (void *)r);
+}
+
 int main(void)
 {
 	test_header();
 	test_records();
 	test_trailer();
 	test_truncation();
+	test_stream_count();
+	test_open_errors();
 	expect_int("strerror knows truncation", 0, strcmp(regionmap_strerror(-ENODATA), "map truncated before trailer"));
 	return unit_exit();
 }

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -72,6 +73,12 @@ static void test_validation(void)
 	expect_int("writer rejects long context", -EINVAL, regionmap_writer_new(fd, &i, 0, &w));
 	snprintf(i.context, sizeof(i.context), "bad\ncontext");
 	expect_int("writer rejects non-printable context", -EINVAL, regionmap_writer_new(fd, &i, 0, &w));
+	snprintf(i.context, sizeof(i.context), "base:allocation");
+	expect_int("writer rejects fd -1", -EINVAL, regionmap_writer_new(-1, &i, 0, &w));
+	expect_int("writer rejects an unknown mode", -EINVAL, regionmap_writer_new(fd, &i, 2, &w));
+	i.flags = 0x2;
+	expect_int("writer rejects unknown flags", -EINVAL, regionmap_writer_new(fd, &i, 0, &w));
+	i.flags = 0;
 	unit_check(w == NULL, "writer output untouched on failure", "w=%p", (void *)w);
 	snprintf(i.context, sizeof(i.context), "qemu:dirty-bitmap:b0");
 
@@ -98,6 +105,81 @@ static void test_validation(void)
 	expect_int("add overlapping", -EDOM, regionmap_writer_add(w, 9 * G, 2 * G));
 	regionmap_writer_free(w);
 	close(fd);
+}
+
+static void test_after_finish(void)
+{
+	struct regionmap_info i = mkinfo(1 << 20, G, 0, "base:allocation");
+	struct regionmap_writer *w;
+	int fd;
+
+	regionmap_memfd_create("after", &fd);
+	regionmap_writer_new(fd, &i, REGIONMAP_WRITE_STREAM, &w);
+	regionmap_writer_add(w, 0, G);
+	expect_int("finish", 0, regionmap_writer_finish(w));
+	expect_int("add after finish", -EINVAL, regionmap_writer_add(w, 4 * G, G));
+	expect_int("finish after finish", -EINVAL, regionmap_writer_finish(w));
+	expect_u64("count unchanged after a refused add", 1, regionmap_writer_count(w));
+	regionmap_writer_free(w);
+	close(fd);
+}
+
+/* Write a memfd-mode map on fd, which cannot be sealed: finish succeeds and leaves it unsealed;
+ * the stream reader reads it, the memfd reader refuses it. */
+static void unsealable(const char *what, int fd)
+{
+	struct regionmap_info i = mkinfo(16 * G, G, 0, "base:allocation");
+	struct regionmap_writer *w;
+	struct regionmap_reader *r;
+	uint64_t n = 0, t = 0;
+	char d[160];
+	int e;
+
+	regionmap_writer_new(fd, &i, REGIONMAP_WRITE_MEMFD, &w);
+	regionmap_writer_add(w, 0, G);
+	regionmap_writer_add(w, 4 * G, 2 * G);
+	snprintf(d, sizeof(d), "%s: finish succeeds without sealing", what);
+	expect_int(d, 0, regionmap_writer_finish(w));
+	regionmap_writer_free(w);
+	snprintf(d, sizeof(d), "%s: no seal added", what);
+	e = fcntl(fd, F_GET_SEALS);
+	unit_check(e < 0 || e == F_SEAL_SEAL, d, "seals %#x", e);
+	snprintf(d, sizeof(d), "%s: memfd reader refuses the unsealed map", what);
+	expect_int(d, -EPERM, regionmap_reader_open(fd, REGIONMAP_READ_MEMFD, &r));
+	lseek(fd, 0, SEEK_SET);
+	e = regionmap_reader_open(fd, REGIONMAP_READ_STREAM, &r);
+	if (e == 0) {
+		e = drain(r, &n, &t);
+		regionmap_reader_free(r);
+	}
+	snprintf(d, sizeof(d), "%s: stream reader reads the map", what);
+	unit_check(e == 0 && n == 2 && t == 3 * G, d, "e=%d n=%" PRIu64 " t=%" PRIu64, e, n, t);
+}
+
+static void test_unsealable(void)
+{
+	char path[] = "/dev/shm/regionmap-unit-XXXXXX";
+	int fd = memfd_create("noseal", MFD_CLOEXEC); /* F_SEAL_SEAL from creation */
+
+	if (fd >= 0) {
+		unsealable("memfd without MFD_ALLOW_SEALING", fd);
+		close(fd);
+	}
+	fd = mkostemp(path, O_CLOEXEC);
+	if (fd < 0) {
+		unit_comment("no /dev/shm: tmpfs file case not run");
+		return;
+	}
+	unlink(path);
+	unsealable("tmpfs file", fd);
+	close(fd);
+	fd = open("/tmp", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	if (fd >= 0 && fcntl(fd, F_GET_SEALS) < 0) {
+		unsealable("disk file", fd);
+		close(fd);
+	} else if (fd >= 0) {
+		close(fd);
+	}
 }
 
 static void test_merge_memfd(void)
@@ -290,6 +372,8 @@ int main(void)
 	signal(SIGPIPE, SIG_IGN);
 	test_crc();
 	test_validation();
+	test_after_finish();
+	test_unsealable();
 	test_merge_memfd();
 	test_full();
 	test_stream_pipe();
