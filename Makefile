@@ -113,6 +113,10 @@ $(BUILD)/fuzz/state-parse: src/nbdattach/state.c src/nbdattach/devices.c
 $(BUILD)/fuzz/state-parse: FUZZ_LIBS = $(shell $(PKG_CONFIG) --cflags --libs mount)
 $(BUILD)/fuzz/claim-parse: src/nbdattach/claims.c src/nbdattach/state.c src/nbdattach/devices.c
 $(BUILD)/fuzz/claim-parse: FUZZ_LIBS = $(shell $(PKG_CONFIG) --cflags --libs mount)
+$(BUILD)/fuzz/ack-parse: src/nbdattach/ack.c src/nbdattach/devices.c
+$(BUILD)/fuzz/ack-parse: FUZZ_LIBS = $(shell $(PKG_CONFIG) --cflags --libs mount)
+$(BUILD)/fuzz/run-parse: src/nbdattach/runs.c src/nbdattach/state.c src/nbdattach/devices.c
+$(BUILD)/fuzz/run-parse: FUZZ_LIBS = $(shell $(PKG_CONFIG) --cflags --libs mount)
 
 tests: all $(UNIT_BINS) $(HELPER_BINS)
 

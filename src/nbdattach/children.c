@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdbool.h>
@@ -64,6 +65,14 @@ static int plan_attr(posix_spawnattr_t *at, unsigned flags)
 int child_spawn(const char *path, char *const argv[], char *const envp[], const struct child_fd *fds,
 		size_t nfds, unsigned flags, pid_t *ret_pid)
 {
+	bool in_spawn;
+
+	return child_spawn_ex(path, argv, envp, fds, nfds, flags, ret_pid, &in_spawn);
+}
+
+int child_spawn_ex(const char *path, char *const argv[], char *const envp[], const struct child_fd *fds,
+		   size_t nfds, unsigned flags, pid_t *ret_pid, bool *ret_in_spawn)
+{
 	_cleanup_free_ int *staged = calloc(nfds ? nfds : 1, sizeof(int));
 	posix_spawn_file_actions_t fa;
 	posix_spawnattr_t at;
@@ -80,12 +89,16 @@ int child_spawn(const char *path, char *const argv[], char *const envp[], const 
 		posix_spawn_file_actions_destroy(&fa);
 		return -ENOMEM;
 	}
+	*ret_in_spawn = false;
 	r = plan_fds(&fa, fds, nfds, flags, staged);
 	if (r == 0)
 		r = plan_attr(&at, flags);
-	if (r == 0)
+	if (r == 0) {
+		/* glibc reports the child's failure (setsid, dup2, exec) as the spawn's error. */
 		r = -((flags & CHILD_SEARCH_PATH) ? posix_spawnp : posix_spawn)(&pid, path, &fa, &at, argv,
 									envp ? envp : environ);
+		*ret_in_spawn = r < 0;
+	}
 	close_all(staged, nfds);
 	posix_spawnattr_destroy(&at);
 	posix_spawn_file_actions_destroy(&fa);
@@ -103,6 +116,22 @@ int child_pidfd(pid_t pid, int *ret_fd)
 		return -errno;
 	*ret_fd = fd;
 	return 0;
+}
+
+int child_signal(int pidfd, int sig)
+{
+	/* By pidfd: a child that is gone (also reaped behind our back) is never mistaken for
+	 * whoever gets its pid next. */
+	if (syscall(SYS_pidfd_send_signal, pidfd, sig, NULL, 0) < 0)
+		return -errno;
+	return 0;
+}
+
+bool child_exited(int pidfd)
+{
+	struct pollfd p = { .fd = pidfd, .events = POLLIN };
+
+	return poll(&p, 1, 0) > 0;
 }
 
 int child_reap(pid_t pid, int *ret_status)

@@ -37,6 +37,19 @@ static int resolve(const char *target, char *uri, size_t len)
 	return 0;
 }
 
+/* One command waits here, so a few TRIMs in flight at a time are plenty (a range of the whole
+ * export is split into up to size / 2 GiB of them). */
+static int trim_bounded(void *trimmer, uint64_t offset, uint64_t length)
+{
+	if (nbd_trimmer_in_flight(trimmer) >= 16) {
+		int r = nbd_trimmer_flush(trimmer);
+
+		if (r < 0)
+			return r;
+	}
+	return nbd_trimmer_trim(trimmer, offset, length);
+}
+
 static int discard(const char *target, uint64_t gran, uint64_t off, uint64_t len)
 {
 	char uri[STATE_URI_MAX], why[256] = "";
@@ -46,17 +59,22 @@ static int discard(const char *target, uint64_t gran, uint64_t off, uint64_t len
 
 	if (r < 0)
 		return EXIT_FAIL;
-	r = nbd_trimmer_open(uri, &t, why, sizeof(why));
+	r = nbd_trimmer_open(uri, 0, &t, why, sizeof(why));
 	if (r == 0)
-		r = discarder_new(nbd_trimmer_size(t), gran, nbd_trimmer_trim, t, &d);
+		r = discarder_new(nbd_trimmer_size(t), gran, trim_bounded, t, &d);
 	if (r == 0)
 		r = discarder_ack(d, off, len);
 	if (r == 0)
+		r = nbd_trimmer_flush(t);
+	if (r == 0)
 		printf("discarded %" PRIu64 " bytes in %" PRIu64 " requests; %" PRIu64
 		       " bytes not in whole %" PRIu64 "-byte granules left\n",
-		       discarder_trimmed(d), discarder_requests(d), discarder_pending(d), gran);
+		       nbd_trimmer_trimmed(t), nbd_trimmer_requests(t), discarder_pending(d), gran);
 	else if (r == -ERANGE)
 		log_error("cannot discard on '%s': range past the end of the export", target);
+	else if (r == -ETIMEDOUT)
+		log_error("cannot discard on '%s': the server did not answer a TRIM within %d s", target,
+			  NBD_TRIMMER_TIMEOUT_MS / 1000);
 	else
 		log_error("cannot discard on '%s': %s", target, why[0] ? why : strerror(-r));
 	discarder_free(d);

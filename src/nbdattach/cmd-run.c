@@ -11,6 +11,7 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -21,6 +22,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "ack.h"
 #include "children.h"
 #include "cleanup.h"
 #include "cmd-util.h"
@@ -32,7 +34,8 @@
 #include "run.h"
 #include "teardown.h"
 
-#define ACK_LINE_MAX 256
+#define ACK_LINES_PER_TURN 64   /* then signals, the provider's exit and TRIM replies get a turn */
+#define ACK_DRAIN_MAX (1 << 20) /* bytes read after the provider exited (a pipe holds less) */
 
 struct run {
 	struct run_opts o;
@@ -44,11 +47,14 @@ struct run {
 	int provider_pidfd, provider_status;
 	bool provider_done;
 	int ack_rd;
-	char ack_buf[ACK_LINE_MAX + 1];
+	char ack_buf[ACK_LINE_MAX];
 	size_t ack_len;
 	bool ack_broken;
+	size_t ack_drained;          /* bytes read after the provider exited */
 	int64_t kill_at_ms;          /* SIGKILL for the provider after a forwarded signal */
-	bool helper_failed;
+	bool interrupted;            /* a termination signal came: no waiting for TRIMs */
+	bool helper_failed;          /* 125 when the provider exits 0 */
+	bool fatal;                  /* 125 whatever the provider's status */
 };
 
 static int64_t now_ms(void)
@@ -175,7 +181,8 @@ static char *describe(const struct run *run)
 
 extern char **environ;
 
-/* Our environment plus NBDATTACH_RUN and NBDATTACH_RUN_ID (ours replace inherited ones). */
+/* Our environment plus NBDATTACH_RUN and NBDATTACH_RUN_ID (ours replace inherited ones). The
+ * id comes first: cleanup looks for it only in the first 64 KiB of /proc/PID/environ. */
 static char **provider_env(const struct run *run, char **ret_desc, char **ret_id)
 {
 	size_t n = 0, k = 0;
@@ -189,18 +196,19 @@ static char **provider_env(const struct run *run, char **ret_desc, char **ret_id
 	envp = calloc(n + 3, sizeof(*envp));
 	if (!envp)
 		return NULL;
+	envp[k++] = *ret_id;
 	for (size_t i = 0; i < n; i++)
 		if (strncmp(environ[i], "NBDATTACH_RUN=", 14) && strncmp(environ[i], "NBDATTACH_RUN_ID=", 17) &&
 		    strncmp(environ[i], "NBDATTACH_FAULT=", 16))
 			envp[k++] = environ[i];
 	envp[k++] = *ret_desc;
-	envp[k++] = *ret_id;
 	return envp;
 }
 
 /* ---- spawning ---- */
 
-static int spawn_provider(struct run *run, int ack_wr)
+/* *RET_IN_SPAWN: the error is the spawn's (126/127), not the helper's (125). */
+static int spawn_provider(struct run *run, int ack_wr, bool *ret_in_spawn)
 {
 	struct child_fd fds[1 + RUN_VOLUMES_MAX];
 	_cleanup_free_ char *desc = NULL, *id = NULL;
@@ -214,8 +222,8 @@ static int spawn_provider(struct run *run, int ack_wr)
 	for (unsigned i = 0; i < run->o.n; i++)
 		fds[1 + i] = (struct child_fd){ .from = run->o.vol[i].map_fd, .to = RUN_FD_MAP0 + (int)i };
 	/* Its own session and process group: signals reach the provider's children too. */
-	r = child_spawn(run->o.provider[0], run->o.provider, envp, fds, 1 + run->o.n,
-			CHILD_SETSID | CHILD_SEARCH_PATH, &run->provider);
+	r = child_spawn_ex(run->o.provider[0], run->o.provider, envp, fds, 1 + run->o.n,
+			   CHILD_SETSID | CHILD_SEARCH_PATH, &run->provider, ret_in_spawn);
 	if (r < 0)
 		return r;
 	proc_start_time(run->provider, &start);
@@ -240,20 +248,14 @@ static struct volume *volume_named(struct run *run, const char *name)
 	return NULL;
 }
 
-static int ack_line(struct run *run, char *line)
+static int ack_line(struct run *run, const char *line, size_t len)
 {
-	char *name = strtok(line, " "), *off = strtok(NULL, " "), *len = strtok(NULL, " ");
-	uint64_t o, l;
+	struct ack a;
 	struct volume *v;
-	int r;
 
-	if (!name || !off || !len || strtok(NULL, " ") || parse_decimal(off, UINT64_MAX, &o) < 0 ||
-	    parse_decimal(len, UINT64_MAX, &l) < 0 || !(v = volume_named(run, name)))
+	if (ack_parse(line, len, &a) < 0 || !(v = volume_named(run, a.name)))
 		return -EBADMSG;
-	r = volume_ack(v, o, l);
-	if (r < 0 && r != -EINVAL && r != -ERANGE)
-		log_error("warning: volume '%s': discard failed: %s", v->name, strerror(-r));
-	return r == -EINVAL || r == -ERANGE ? -EBADMSG : 0;
+	return volume_ack(v, a.offset, a.length) < 0 ? -EBADMSG : 0;
 }
 
 /* A provider that breaks the protocol gets no more discards (discarding less is safe). */
@@ -264,42 +266,102 @@ static void ack_broken(struct run *run, const char *why)
 	run->ack_broken = true;
 }
 
-static void ack_consume(struct run *run)
+static size_t trims_in_flight(const struct run *run, size_t *ret_max)
 {
-	char *nl;
+	size_t sum = 0, max = 0;
 
-	while ((nl = memchr(run->ack_buf, '\n', run->ack_len))) {
-		size_t n = (size_t)(nl - run->ack_buf) + 1;
+	for (unsigned i = 0; i < run->o.n; i++) {
+		size_t n = volume_trims_in_flight(&run->o.vol[i]);
 
-		*nl = 0;
-		if (!run->ack_broken && ack_line(run, run->ack_buf) < 0)
-			ack_broken(run, "a malformed line");
-		memmove(run->ack_buf, run->ack_buf + n, run->ack_len - n);
-		run->ack_len -= n;
+		sum += n;
+		max = n > max ? n : max;
 	}
-	if (run->ack_len == ACK_LINE_MAX) {
+	if (ret_max)
+		*ret_max = max;
+	return sum;
+}
+
+/* Acknowledgements are read while no volume has RUN_TRIMS_BUSY TRIMs in flight. */
+static bool ack_wanted(const struct run *run)
+{
+	size_t max;
+
+	if (run->ack_rd < 0)
+		return false;
+	trims_in_flight(run, &max);
+	return max < RUN_TRIMS_BUSY;
+}
+
+/* Whether to read without waiting for the pipe: a whole line is buffered, or the provider is
+ * gone and what the pipe holds is all there is to wait for. */
+static bool ack_ready(const struct run *run)
+{
+	return ack_wanted(run) && (run->provider_done || memchr(run->ack_buf, '\n', run->ack_len));
+}
+
+static void ack_close(struct run *run)
+{
+	if (run->ack_len)
+		ack_broken(run, "an incomplete last line");
+	close(run->ack_rd);
+	run->ack_rd = -1;
+	run->ack_len = 0;
+}
+
+/* Handles one buffered line, if there is a whole one. */
+static bool ack_take_line(struct run *run)
+{
+	char *nl = memchr(run->ack_buf, '\n', run->ack_len);
+	size_t n;
+
+	if (!nl)
+		return false;
+	n = (size_t)(nl - run->ack_buf) + 1;
+	if (!run->ack_broken && ack_line(run, run->ack_buf, n) < 0)
+		ack_broken(run, "a malformed line");
+	memmove(run->ack_buf, run->ack_buf + n, run->ack_len - n);
+	run->ack_len -= n;
+	return true;
+}
+
+/* Reads more; false when there is nothing now. The pipe is closed at its end, and once the
+ * provider is gone also when it is empty (a stray holder of its write end must not keep the
+ * run waiting) or has given ACK_DRAIN_MAX bytes. */
+static bool ack_fill(struct run *run)
+{
+	ssize_t n;
+
+	if (run->ack_len == sizeof(run->ack_buf)) {
 		ack_broken(run, "an overlong line");
 		run->ack_len = 0;
 	}
+	do
+		n = read(run->ack_rd, run->ack_buf + run->ack_len, sizeof(run->ack_buf) - run->ack_len);
+	while (n < 0 && errno == EINTR);
+	if (n > 0) {
+		run->ack_len += (size_t)n;
+		if (run->provider_done && (run->ack_drained += (size_t)n) > ACK_DRAIN_MAX) {
+			ack_broken(run, "more than 1 MiB after exiting");
+			ack_close(run);
+			return false;
+		}
+		return true;
+	}
+	if (n == 0 || errno != EAGAIN || run->provider_done)
+		ack_close(run);
+	return false;
 }
 
-/* Reads what is there; closes the pipe at EOF. */
+/* At most ACK_LINES_PER_TURN lines a turn, none while TRIMs pile up. */
 static void ack_read(struct run *run)
 {
-	for (;;) {
-		ssize_t n = read(run->ack_rd, run->ack_buf + run->ack_len, ACK_LINE_MAX - run->ack_len);
+	unsigned lines = 0;
 
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			if (n == 0 || errno != EAGAIN) {
-				close(run->ack_rd);
-				run->ack_rd = -1;
-			}
+	while (lines < ACK_LINES_PER_TURN && ack_wanted(run)) {
+		if (ack_take_line(run))
+			lines++;
+		else if (!ack_fill(run))
 			return;
-		}
-		run->ack_len += (size_t)n;
-		ack_consume(run);
 	}
 }
 
@@ -321,6 +383,7 @@ static void on_link_dead(void *opaque, uint32_t index)
 
 static void forward_signal(struct run *run, int sig)
 {
+	run->interrupted = true;
 	if (run->provider_done)
 		return;
 	kill(-run->provider, sig);
@@ -336,11 +399,17 @@ static void read_signals(struct run *run)
 		forward_signal(run, (int)si.ssi_signo);
 }
 
+/* The provider, its process group's leader, exited (or must go). Until it is reaped its zombie
+ * keeps the group id from being reused, so whatever is left of the group (members that ignored
+ * a forwarded signal, background jobs) is killed first: nothing of the provider outlives the
+ * run. */
 static void provider_exited(struct run *run)
 {
+	kill(-run->provider, SIGKILL);
 	if (child_reap(run->provider, &run->provider_status) < 0)
 		run->provider_status = 255 << 8;
 	run->provider_done = true;
+	run->kill_at_ms = -1;
 	close(run->provider_pidfd);
 	run->provider_pidfd = -1;
 }
@@ -360,6 +429,8 @@ static int64_t release_dead(struct run *run)
 		if (now_ms() >= due) {
 			log_error("volume '%s': the server went away: releasing /dev/nbd%" PRIu32, v->name, v->st.index);
 			run->helper_failed = true;
+			volume_close_discards(v);
+			journal_step(&run->journal, "detach", v->name);
 			volume_release(&run->o, v);
 		} else if (next < 0 || due < next) {
 			next = due;
@@ -368,50 +439,105 @@ static int64_t release_dead(struct run *run)
 	return next;
 }
 
-static int poll_timeout(const struct run *run, int64_t dead_due)
+static int64_t earliest(int64_t a, int64_t b)
 {
-	int64_t t = -1, now = now_ms();
+	return a < 0 ? b : b < 0 || a < b ? a : b;
+}
 
-	if (run->kill_at_ms >= 0)
-		t = run->kill_at_ms;
-	if (dead_due >= 0 && (t < 0 || dead_due < t))
-		t = dead_due;
-	return t < 0 ? -1 : t <= now ? 0 : (int)(t - now);
+static int poll_timeout(const struct run *run, int64_t due)
+{
+	int64_t now = now_ms();
+
+	if (ack_ready(run))
+		return 0;
+	due = earliest(due, run->kill_at_ms);
+	for (unsigned i = 0; i < run->o.n; i++)
+		due = earliest(due, volume_trim_deadline(&run->o.vol[i]));
+	if (due < 0)
+		return -1;
+	/* --dead-conn-timeout may be up to a year: more milliseconds than poll's int holds. */
+	return due <= now ? 0 : due - now > INT_MAX ? INT_MAX : (int)(due - now);
+}
+
+enum { P_SIG, P_PROVIDER, P_ACK, P_NL, P_TRIM0, P_MAX = P_TRIM0 + RUN_VOLUMES_MAX };
+
+static nfds_t fill_poll(const struct run *run, struct pollfd *p)
+{
+	p[P_SIG] = (struct pollfd){ .fd = run->sfd, .events = POLLIN };
+	p[P_PROVIDER] = (struct pollfd){ .fd = run->provider_done ? -1 : run->provider_pidfd, .events = POLLIN };
+	p[P_ACK] = (struct pollfd){ .fd = ack_wanted(run) ? run->ack_rd : -1, .events = POLLIN };
+	p[P_NL] = (struct pollfd){ .fd = run->provider_done ? -1 : nbd_nl_events_fd(run->ev), .events = POLLIN };
+	for (unsigned i = 0; i < run->o.n; i++)
+		if (volume_trim_pollfd(&run->o.vol[i], &p[P_TRIM0 + i]) < 0)
+			p[P_TRIM0 + i] = (struct pollfd){ .fd = -1 };
+	return P_TRIM0 + run->o.n;
+}
+
+static void dispatch(struct run *run, const struct pollfd *p)
+{
+	if (p[P_SIG].revents)
+		read_signals(run);
+	if (p[P_NL].revents)
+		nbd_nl_events_read(run->ev);
+	for (unsigned i = 0; i < run->o.n; i++) /* also when not reported: the trim timeout */
+		volume_trim_dispatch(&run->o.vol[i], p[P_TRIM0 + i].revents);
+	if (p[P_ACK].revents || ack_ready(run))
+		ack_read(run);
+	if (p[P_PROVIDER].revents)
+		provider_exited(run);
 }
 
 static void wait_provider(struct run *run)
 {
 	while (!run->provider_done) {
-		struct pollfd p[4] = {
-			{ .fd = run->sfd, .events = POLLIN },
-			{ .fd = run->provider_pidfd, .events = POLLIN },
-			{ .fd = run->ack_rd, .events = POLLIN },
-			{ .fd = nbd_nl_events_fd(run->ev), .events = POLLIN },
-		};
+		struct pollfd p[P_MAX];
 		int64_t dead_due = release_dead(run);
+		nfds_t n;
 
 		if (run->kill_at_ms >= 0 && now_ms() >= run->kill_at_ms) {
 			kill(-run->provider, SIGKILL);
 			run->kill_at_ms = -1;
 		}
-		if (poll(p, 4, poll_timeout(run, dead_due)) < 0 && errno != EINTR)
-			break;
-		if (p[0].revents)
-			read_signals(run);
-		if (p[2].revents && run->ack_rd >= 0)
-			ack_read(run);
-		if (p[3].revents)
-			nbd_nl_events_read(run->ev);
-		if (p[1].revents)
-			provider_exited(run);
+		n = fill_poll(run, p);
+		if (poll(p, n, poll_timeout(run, dead_due)) < 0) {
+			if (errno == EINTR)
+				continue;
+			/* Blind from here on: the provider must not go on with devices nobody watches.
+			 * It is reaped once they are detached (its reads may wait for them). */
+			log_error("cannot run: poll failed: %s: killing the provider", strerror(errno));
+			run->fatal = true;
+			kill(-run->provider, SIGKILL);
+			return;
+		}
+		dispatch(run, p);
 	}
-	if (run->ack_rd >= 0)
-		ack_read(run); /* what it wrote just before exiting */
+}
+
+/* After the provider and the devices are gone: its last acknowledgements are read and trimmed,
+ * and TRIMs in flight are waited for (each reply within the trim timeout), unless a signal
+ * asked the helper to hurry. */
+static void finish_discards(struct run *run)
+{
+	while (!run->interrupted && (run->ack_rd >= 0 || trims_in_flight(run, NULL))) {
+		struct pollfd p[P_MAX];
+		nfds_t n = fill_poll(run, p);
+
+		if (poll(p, n, poll_timeout(run, -1)) < 0 && errno != EINTR) {
+			log_error("warning: poll failed: %s: no more discards", strerror(errno));
+			break;
+		}
+		dispatch(run, p);
+	}
+	if (run->ack_rd >= 0) {
+		close(run->ack_rd);
+		run->ack_rd = -1;
+	}
 }
 
 /* ---- the run ---- */
 
-static void release_all(struct run *run)
+/* Detaches every volume, each journaled first; map writers are reaped on the way. */
+static void release_volumes(struct run *run)
 {
 	for (unsigned i = 0; i < run->o.n; i++) {
 		struct volume *v = &run->o.vol[i];
@@ -420,9 +546,15 @@ static void release_all(struct run *run)
 			journal_step(&run->journal, "detach", v->name);
 		if (volume_release(&run->o, v) < 0)
 			run->helper_failed = true;
-		if (v->map_status && !WIFSIGNALED(v->map_status))
-			run->helper_failed = true; /* the provider got a map without its trailer */
+		if (v->map_failed)
+			run->helper_failed = true; /* the provider may have got a map without its trailer */
 	}
+}
+
+static void close_discards(struct run *run)
+{
+	for (unsigned i = 0; i < run->o.n; i++)
+		volume_close_discards(&run->o.vol[i]);
 }
 
 static void report(const struct run *run)
@@ -481,6 +613,7 @@ static int setup_volumes(struct run *run)
 
 static int start(struct run *run)
 {
+	bool in_spawn = false;
 	int p[2], r;
 
 	if (pipe2(p, O_CLOEXEC) < 0) {
@@ -491,7 +624,7 @@ static int start(struct run *run)
 	fcntl(run->ack_rd, F_SETFL, O_NONBLOCK);
 	r = journal_step(&run->journal, "spawn", NULL);
 	if (r == 0)
-		r = spawn_provider(run, p[1]);
+		r = spawn_provider(run, p[1], &in_spawn);
 	close(p[1]);
 	for (unsigned i = 0; i < run->o.n; i++) { /* the provider has its own copies now */
 		close(run->o.vol[i].map_fd);
@@ -499,7 +632,9 @@ static int start(struct run *run)
 	}
 	if (r < 0) {
 		log_error("cannot run '%s': %s", run->o.provider[0], strerror(-r));
-		return r == -ENOENT ? EXIT_RUN_NOT_FOUND : r == -EACCES || r == -ENOEXEC ? EXIT_RUN_CANNOT_EXEC : EXIT_RUN_HELPER;
+		if (!in_spawn)
+			return EXIT_RUN_HELPER;
+		return r == -ENOENT || r == -ENOTDIR ? EXIT_RUN_NOT_FOUND : EXIT_RUN_CANNOT_EXEC;
 	}
 	journal_step(&run->journal, "wait", NULL);
 	return 0;
@@ -509,6 +644,8 @@ static int exit_status(const struct run *run)
 {
 	int code = child_exit_code(run->provider_status);
 
+	if (run->fatal)
+		return EXIT_RUN_HELPER;
 	return code == 0 && run->helper_failed ? EXIT_RUN_HELPER : code;
 }
 
@@ -528,12 +665,18 @@ static int run_main(struct run *run)
 		rc = setup_volumes(run);
 	if (rc == 0)
 		rc = start(run);
-	if (rc == 0) {
+	if (rc == 0)
 		wait_provider(run);
-		rc = -1;
-	}
-	release_all(run);
-	if (rc == -1) {
+	/* The devices first: they are not kept waiting for TRIMs (over connections of our own). */
+	release_volumes(run);
+	if (rc == 0 && !run->provider_done)
+		provider_exited(run);
+	if (rc == 0)
+		finish_discards(run);
+	close_discards(run);
+	if (run->ack_rd >= 0)
+		close(run->ack_rd);
+	if (rc == 0) {
 		report(run);
 		rc = exit_status(run);
 	}

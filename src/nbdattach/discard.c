@@ -1,9 +1,12 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 #include <errno.h>
+#include <limits.h>
 #include <libnbd.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "cleanup.h"
 #include "discard.h"
@@ -185,23 +188,59 @@ void discarder_free(struct discarder *d)
 
 /* ---- over NBD ---- */
 
+/* TRIMs are sent with libnbd's asynchronous API: a server that stops answering must never
+ * block the caller's event loop (nbd_trim would wait for the reply forever), and closing never
+ * waits for the server either (nbd_shutdown would). */
+
+struct trim_cmd {
+	int64_t cookie;
+	uint64_t length;
+};
+
 struct nbd_trimmer {
 	struct nbd_handle *h;
 	uint64_t size;
+	int64_t timeout_ms;
+	int error;             /* the first failure: nothing is sent after it */
+	int64_t progress_ms;   /* when a reply last came, or the first command went out */
+	struct trim_cmd *q;    /* in flight, oldest first */
+	size_t n, cap;
+	uint64_t trimmed, requests;
 };
 
 DEFINE_CLEANUP(struct nbd_handle *, nbd_close)
 
-static int nbd_err(char *why, size_t len, const char *what)
+static int64_t mono_ms(void)
 {
-	const char *m = nbd_get_error();
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int nbd_errno(void)
+{
 	int e = nbd_get_errno();
 
-	snprintf(why, len, "%s: %s", what, m ? m : "failed");
 	return -(e > 0 ? e : EIO);
 }
 
-int nbd_trimmer_open(const char *uri, struct nbd_trimmer **ret, char *why, size_t why_len)
+static int nbd_err(char *why, size_t len, const char *what)
+{
+	const char *m = nbd_get_error();
+
+	snprintf(why, len, "%s: %s", what, m ? m : "failed");
+	return nbd_errno();
+}
+
+static int trimmer_fail(struct nbd_trimmer *t, int e)
+{
+	if (!t->error)
+		t->error = e;
+	return t->error;
+}
+
+int nbd_trimmer_open(const char *uri, int64_t timeout_ms, struct nbd_trimmer **ret, char *why, size_t why_len)
 {
 	_cleanup_(nbd_closep) struct nbd_handle *h = nbd_create();
 	struct nbd_trimmer *t;
@@ -224,31 +263,150 @@ int nbd_trimmer_open(const char *uri, struct nbd_trimmer **ret, char *why, size_
 		return -ENOMEM;
 	t->h = TAKE_PTR(h);
 	t->size = (uint64_t)size;
+	t->timeout_ms = timeout_ms > 0 ? timeout_ms : NBD_TRIMMER_TIMEOUT_MS;
 	*ret = t;
+	return 0;
+}
+
+static int queue_grow(struct nbd_trimmer *t)
+{
+	size_t cap = t->cap ? t->cap * 2 : 16;
+	struct trim_cmd *nq = reallocarray(t->q, cap, sizeof(*nq));
+
+	if (!nq)
+		return -ENOMEM;
+	t->q = nq;
+	t->cap = cap;
 	return 0;
 }
 
 int nbd_trimmer_trim(void *trimmer, uint64_t offset, uint64_t length)
 {
 	struct nbd_trimmer *t = trimmer;
+	int64_t c;
 
-	if (nbd_trim(t->h, length, offset, 0) < 0) {
-		int e = nbd_get_errno();
-		return -(e > 0 ? e : EIO);
-	}
+	if (t->error)
+		return t->error;
+	if (t->n >= NBD_TRIMMER_QUEUE_MAX)
+		return trimmer_fail(t, -ENOBUFS);
+	if (t->n == t->cap && queue_grow(t) < 0)
+		return trimmer_fail(t, -ENOMEM);
+	c = nbd_aio_trim(t->h, length, offset, NBD_NULL_COMPLETION, 0);
+	if (c < 0)
+		return trimmer_fail(t, nbd_errno());
+	if (t->n == 0)
+		t->progress_ms = mono_ms();
+	t->q[t->n++] = (struct trim_cmd){ .cookie = c, .length = length };
 	return 0;
 }
 
-uint64_t nbd_trimmer_size(const struct nbd_trimmer *t)
+/* Retires what the server has answered; the first failed TRIM fails the trimmer. */
+static void retire(struct nbd_trimmer *t)
 {
-	return t->size;
+	size_t k = 0;
+
+	for (size_t i = 0; i < t->n; i++) {
+		int r = nbd_aio_command_completed(t->h, (uint64_t)t->q[i].cookie);
+
+		if (r == 0) {
+			t->q[k++] = t->q[i];
+			continue;
+		}
+		t->progress_ms = mono_ms();
+		if (r < 0) {
+			trimmer_fail(t, nbd_errno());
+		} else {
+			t->trimmed += t->q[i].length;
+			t->requests++;
+		}
+	}
+	t->n = k;
 }
+
+int nbd_trimmer_poll_fd(const struct nbd_trimmer *t, short *ret_events)
+{
+	unsigned dir;
+	int fd;
+
+	if (t->error || !t->n)
+		return -1;
+	fd = nbd_aio_get_fd(t->h);
+	if (fd < 0)
+		return -1; /* dead: nbd_trimmer_dispatch() says so */
+	dir = nbd_aio_get_direction(t->h);
+	*ret_events = (short)((dir & LIBNBD_AIO_DIRECTION_READ ? POLLIN : 0) |
+			      (dir & LIBNBD_AIO_DIRECTION_WRITE ? POLLOUT : 0));
+	return fd;
+}
+
+int nbd_trimmer_dispatch(struct nbd_trimmer *t, short revents)
+{
+	int r = 0;
+
+	if (t->error || !t->n)
+		return t->error;
+	/* An event for a direction libnbd does not wait for is left alone (its state machine
+	 * rejects it); a hang-up or error shows in whichever direction it waits for. */
+	if ((revents & (POLLIN | POLLHUP | POLLERR)) && (nbd_aio_get_direction(t->h) & LIBNBD_AIO_DIRECTION_READ))
+		r = nbd_aio_notify_read(t->h);
+	if (r == 0 && (revents & (POLLOUT | POLLHUP | POLLERR)) &&
+	    (nbd_aio_get_direction(t->h) & LIBNBD_AIO_DIRECTION_WRITE))
+		r = nbd_aio_notify_write(t->h);
+	if (r < 0)
+		trimmer_fail(t, nbd_errno());
+	retire(t);
+	if (!t->error && t->n && (nbd_aio_is_dead(t->h) == 1 || nbd_aio_is_closed(t->h) == 1))
+		trimmer_fail(t, -ENOTCONN);
+	if (!t->error && t->n && mono_ms() >= t->progress_ms + t->timeout_ms)
+		trimmer_fail(t, -ETIMEDOUT);
+	return t->error;
+}
+
+int64_t nbd_trimmer_deadline(const struct nbd_trimmer *t)
+{
+	return t->error || !t->n ? -1 : t->progress_ms + t->timeout_ms;
+}
+
+size_t nbd_trimmer_in_flight(const struct nbd_trimmer *t)
+{
+	return t->error ? 0 : t->n;
+}
+
+int nbd_trimmer_error(const struct nbd_trimmer *t)
+{
+	return t->error;
+}
+
+int nbd_trimmer_flush(struct nbd_trimmer *t)
+{
+	while (!t->error && t->n) {
+		int64_t left = t->progress_ms + t->timeout_ms - mono_ms();
+
+		if (left <= 0)
+			return trimmer_fail(t, -ETIMEDOUT);
+		if (nbd_poll(t->h, left > INT_MAX ? INT_MAX : (int)left) < 0 && nbd_get_errno() != EINTR)
+			trimmer_fail(t, nbd_errno());
+		retire(t);
+		if (!t->error && t->n && nbd_aio_is_dead(t->h) == 1)
+			trimmer_fail(t, -ENOTCONN);
+	}
+	return t->error;
+}
+
+uint64_t nbd_trimmer_size(const struct nbd_trimmer *t) { return t->size; }
+uint64_t nbd_trimmer_trimmed(const struct nbd_trimmer *t) { return t->trimmed; }
+uint64_t nbd_trimmer_requests(const struct nbd_trimmer *t) { return t->requests; }
 
 void nbd_trimmer_close(struct nbd_trimmer *t)
 {
 	if (!t)
 		return;
-	nbd_shutdown(t->h, 0);
+	/* A healthy idle connection gets NBD_CMD_DISC, queued without waiting (the socket takes
+	 * it at once); anything else is just closed. Never nbd_shutdown(): it waits for the
+	 * server, which may be the one that stopped answering. */
+	if (!t->error && !t->n && nbd_aio_is_ready(t->h) == 1)
+		(void)nbd_aio_disconnect(t->h, 0);
 	nbd_close(t->h);
+	free(t->q);
 	free(t);
 }

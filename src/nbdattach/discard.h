@@ -34,12 +34,36 @@ uint64_t discarder_requests(const struct discarder *d);  /* TRIM requests sent *
 uint64_t discarder_pending(const struct discarder *d);   /* bytes remembered, not trimmed */
 void discarder_free(struct discarder *d);
 
-/* Over NBD: a connection to URI (simple replies) whose trim function sends NBD_CMD_TRIM.
- * -EOPNOTSUPP when the export does not accept TRIM. *RET_WHY gets libnbd's words on failure. */
+/* Over NBD: a connection to URI (simple replies) whose trim function queues NBD_CMD_TRIM with
+ * libnbd's asynchronous API and never waits for the server. -EOPNOTSUPP when the export does
+ * not accept TRIM. WHY gets libnbd's words on failure.
+ *
+ * The caller polls nbd_trimmer_poll_fd() and passes what it saw to nbd_trimmer_dispatch(), or
+ * waits with nbd_trimmer_flush(). The first failure (a TRIM the server refused, the connection
+ * lost, no reply within TIMEOUT_MS of the last progress: -ETIMEDOUT) sticks: every later call
+ * returns it and nothing more is sent. */
+#define NBD_TRIMMER_TIMEOUT_MS 30000   /* when TIMEOUT_MS is 0 */
+#define NBD_TRIMMER_QUEUE_MAX 65536    /* TRIMs in flight at most (then -ENOBUFS) */
 struct nbd_trimmer;
-int nbd_trimmer_open(const char *uri, struct nbd_trimmer **ret, char *why, size_t why_len);
+int nbd_trimmer_open(const char *uri, int64_t timeout_ms, struct nbd_trimmer **ret, char *why, size_t why_len);
+/* A discard_trim_fn: queues one TRIM; 0, or the trimmer's failure. */
 int nbd_trimmer_trim(void *trimmer, uint64_t offset, uint64_t length);
+/* The descriptor to poll and its events while TRIMs are in flight; -1 when there is none. */
+int nbd_trimmer_poll_fd(const struct nbd_trimmer *t, short *ret_events);
+/* Handles REVENTS (0 is fine: just checks the timeout), retires answered TRIMs; 0 or the
+ * trimmer's failure. */
+int nbd_trimmer_dispatch(struct nbd_trimmer *t, short revents);
+/* CLOCK_MONOTONIC milliseconds by which the server must answer something, -1 when nothing is
+ * in flight. */
+int64_t nbd_trimmer_deadline(const struct nbd_trimmer *t);
+size_t nbd_trimmer_in_flight(const struct nbd_trimmer *t);
+int nbd_trimmer_error(const struct nbd_trimmer *t);
+/* Blocks until every TRIM is answered; 0 or the trimmer's failure. */
+int nbd_trimmer_flush(struct nbd_trimmer *t);
 uint64_t nbd_trimmer_size(const struct nbd_trimmer *t);
+uint64_t nbd_trimmer_trimmed(const struct nbd_trimmer *t);  /* bytes the server confirmed */
+uint64_t nbd_trimmer_requests(const struct nbd_trimmer *t); /* TRIMs the server confirmed */
+/* Closes without ever waiting for the server. */
 void nbd_trimmer_close(struct nbd_trimmer *t);
 
 #endif

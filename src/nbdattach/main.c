@@ -1,10 +1,15 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /* nbdattach: attach NBD exports to kernel block devices for backup providers. */
+#include <dirent.h>
+#include <fcntl.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "commands.h"
+#include "devices.h"
 #include "log.h"
 
 struct command {
@@ -66,8 +71,39 @@ static void usage(FILE *f)
 	fprintf(f, "\nSee nbdattach(8) for the details.\n");
 }
 
+/* Descriptors a caller leaves open are its own business, never a provider's, map writer's or
+ * monitor's: every inherited one from 3 up becomes close-on-exec (our children get exactly the
+ * descriptors we hand them; `map --output-fd N` writes to N itself). */
+static void cloexec_inherited(void)
+{
+	struct dirent *de;
+	DIR *d;
+
+	if (close_range(3, ~0U, CLOSE_RANGE_CLOEXEC) == 0)
+		return;
+	d = opendir("/proc/self/fd"); /* before Linux 5.11 */
+	if (!d)
+		return;
+	while ((de = readdir(d))) {
+		uint64_t fd;
+		int flags;
+
+		if (parse_decimal(de->d_name, INT32_MAX, &fd) < 0 || fd < 3 || (int)fd == dirfd(d))
+			continue;
+		flags = fcntl((int)fd, F_GETFD);
+		if (flags >= 0 && !(flags & FD_CLOEXEC))
+			fcntl((int)fd, F_SETFD, flags | FD_CLOEXEC);
+	}
+	closedir(d);
+}
+
 int main(int argc, char **argv)
 {
+	/* An inherited SIGCHLD = SIG_IGN would have the kernel reap our children behind our back
+	 * (waitpid: ECHILD, a provider's status lost; pidfd_open: ESRCH; their pids free for reuse
+	 * while we still name them). */
+	signal(SIGCHLD, SIG_DFL);
+	cloexec_inherited();
 	if (argc < 2) {
 		log_usage("missing command (try 'nbdattach --help')");
 		return EXIT_USAGE;

@@ -77,7 +77,7 @@ int volume_parse(const char *spec, struct volume *v)
 	char buf[512];
 	char *p = buf;
 
-	*v = (struct volume){ .granularity = 65536, .map_fd = -1 };
+	*v = (struct volume){ .granularity = 65536, .map_fd = -1, .map_pidfd = -1 };
 	if (strlen(spec) >= sizeof(buf)) {
 		log_usage("--volume spec too long");
 		return -EINVAL;
@@ -175,8 +175,17 @@ static int map_pipe(struct volume *v, struct run_rec *j, const char *run_id)
 	if (pipe2(p, O_CLOEXEC) < 0)
 		return -errno;
 	fds[0].from = p[1];
-	r = child_spawn(self_exe(), argv, envp, fds, 2, 0, &v->map_pid);
+	/* A session of its own: a terminal's Ctrl-C reaches the helper (which decides), not the
+	 * writer directly. */
+	r = child_spawn(self_exe(), argv, envp, fds, 2, CHILD_SETSID | CHILD_NULL_STDIO, &v->map_pid);
 	close(p[1]);
+	if (r == 0)
+		r = child_pidfd(v->map_pid, &v->map_pidfd);
+	if (r < 0 && v->map_pid) { /* untracked: not yet reaped, so its pid is still its own */
+		kill(v->map_pid, SIGKILL);
+		child_reap(v->map_pid, &v->map_status);
+		v->map_pid = 0;
+	}
 	if (r == 0 && j->n_children < RUN_CHILDREN_MAX) {
 		uint64_t start = 0;
 
@@ -200,7 +209,8 @@ static void open_discards(const struct run_opts *o, struct volume *v)
 
 	if (!o->discard)
 		return;
-	r = nbd_trimmer_open(v->uri, &v->trimmer, why, sizeof(why));
+	/* The server must answer a TRIM within --timeout (NBD_TRIMMER_TIMEOUT_MS when 0). */
+	r = nbd_trimmer_open(v->uri, (int64_t)o->timeout * 1000, &v->trimmer, why, sizeof(why));
 	if (r == 0)
 		r = discarder_new(v->st.size, v->granularity, nbd_trimmer_trim, v->trimmer, &v->disc);
 	if (r < 0) {
@@ -226,19 +236,115 @@ int volume_setup(const struct run_opts *o, struct volume *v, struct run_rec *jou
 	return r;
 }
 
+/* ---- discards ---- */
+
+static void keep_counts(struct volume *v)
+{
+	if (!v->trimmer)
+		return;
+	v->trimmed = nbd_trimmer_trimmed(v->trimmer);
+	v->trim_requests = nbd_trimmer_requests(v->trimmer);
+}
+
+void volume_close_discards(struct volume *v)
+{
+	keep_counts(v);
+	discarder_free(v->disc);
+	nbd_trimmer_close(v->trimmer);
+	v->disc = NULL;
+	v->trimmer = NULL;
+}
+
+/* Discarding less is always safe: a failing connection ends this volume's discards only. */
+static void stop_discards(struct volume *v, int err)
+{
+	log_error("warning: volume '%s': no more discards: %s", v->name,
+		  err == -ETIMEDOUT ? "the server did not answer a TRIM in time" : strerror(-err));
+	volume_close_discards(v);
+}
+
 int volume_ack(struct volume *v, uint64_t offset, uint64_t length)
 {
-	return v->disc ? discarder_ack(v->disc, offset, length) : 0;
+	int r;
+
+	if (!v->disc)
+		return 0;
+	r = discarder_ack(v->disc, offset, length);
+	if (r == -EINVAL || r == -ERANGE)
+		return r;
+	if (nbd_trimmer_error(v->trimmer) < 0)
+		stop_discards(v, nbd_trimmer_error(v->trimmer));
+	else if (r < 0) /* -ENOSPC, -ENOMEM: this range stays, the next may go */
+		log_error("warning: volume '%s': discard failed: %s", v->name, strerror(-r));
+	return 0;
+}
+
+int volume_trim_pollfd(const struct volume *v, struct pollfd *ret)
+{
+	short events = 0;
+	int fd = v->trimmer ? nbd_trimmer_poll_fd(v->trimmer, &events) : -1;
+
+	if (fd < 0)
+		return -1;
+	*ret = (struct pollfd){ .fd = fd, .events = events };
+	return 0;
+}
+
+void volume_trim_dispatch(struct volume *v, short revents)
+{
+	int r;
+
+	if (!v->trimmer || !nbd_trimmer_in_flight(v->trimmer))
+		return;
+	r = nbd_trimmer_dispatch(v->trimmer, revents);
+	if (r < 0)
+		stop_discards(v, r);
+}
+
+int64_t volume_trim_deadline(const struct volume *v)
+{
+	return v->trimmer ? nbd_trimmer_deadline(v->trimmer) : -1;
+}
+
+size_t volume_trims_in_flight(const struct volume *v)
+{
+	return v->trimmer ? nbd_trimmer_in_flight(v->trimmer) : 0;
 }
 
 /* ---- release ---- */
 
+static void report_map_writer(const struct volume *v)
+{
+	int st = v->map_status;
+
+	if (WIFSIGNALED(st))
+		log_error("volume '%s': the map writer was killed by signal %d (%s)", v->name, WTERMSIG(st),
+			  WTERMSIG(st) == SIGPIPE ? "the provider closed the map before its end"
+						  : strsignal(WTERMSIG(st)));
+	else
+		log_error("volume '%s': the map writer failed (exit status %d)", v->name,
+			  WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+}
+
+/* Done or not, nobody reads its pipe any more. Only the SIGTERM sent here to a writer still
+ * running is an expected end; a crash, the OOM killer's SIGKILL, anyone else's signal or a
+ * non-zero exit means the provider may have got a map without its trailer. */
 static void reap_map_writer(struct volume *v)
 {
+	bool termed = false;
+
 	if (!v->map_pid)
 		return;
-	kill(v->map_pid, SIGTERM); /* done or not: nobody reads its pipe any more */
-	child_reap(v->map_pid, &v->map_status);
+	if (!child_exited(v->map_pidfd))
+		termed = child_signal(v->map_pidfd, SIGTERM) == 0;
+	if (child_reap(v->map_pid, &v->map_status) < 0)
+		v->map_status = 255 << 8;
+	v->map_failed = !(WIFEXITED(v->map_status) && WEXITSTATUS(v->map_status) == 0) &&
+			!(termed && WIFSIGNALED(v->map_status) && WTERMSIG(v->map_status) == SIGTERM);
+	if (v->map_failed)
+		report_map_writer(v);
+	close(v->map_pidfd);
+	v->map_pidfd = -1;
 	v->map_pid = 0;
 }
 
@@ -250,14 +356,6 @@ int volume_release(const struct run_opts *o, struct volume *v)
 	if (v->map_fd >= 0)
 		close(v->map_fd);
 	v->map_fd = -1;
-	if (v->disc) {
-		v->trimmed = discarder_trimmed(v->disc);
-		v->trim_requests = discarder_requests(v->disc);
-	}
-	discarder_free(v->disc);
-	nbd_trimmer_close(v->trimmer);
-	v->disc = NULL;
-	v->trimmer = NULL;
 	if (v->attached && !v->released) {
 		r = teardown_device(v->st.index, v->st.identifier, 0, o->udev_timeout_ms, NULL);
 		if (r == -ESTALE) /* detached by someone else meanwhile, the minor maybe reused */

@@ -3,6 +3,7 @@
 #ifndef NBDATTACH_RUN_H
 #define NBDATTACH_RUN_H
 
+#include <poll.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -15,6 +16,9 @@
 #define RUN_VOLUMES_MAX 16
 #define RUN_FD_ACK 3        /* provider's descriptor for acknowledgements */
 #define RUN_FD_MAP0 4       /* provider's descriptor for volume 0's map; volume i: 4 + i */
+/* TRIMs in flight on one volume's connection beyond which no more acknowledgements are read
+ * until the server answers (the provider waits on a full pipe at worst for the trim timeout). */
+#define RUN_TRIMS_BUSY 16
 
 /* Exit statuses of run besides the provider's own (nbdattach(8)). */
 #define EXIT_RUN_HELPER 125      /* the helper failed; everything it attached was released */
@@ -37,7 +41,9 @@ struct volume {
 	struct state_rec st;
 	int map_fd;                  /* memfd, or the read end of the map pipe: the provider's */
 	pid_t map_pid;               /* pipe transport: the writer child, reaped at release */
+	int map_pidfd;
 	int map_status;
+	bool map_failed;             /* the writer died other than by our own SIGTERM */
 	uint64_t map_count, map_total;
 	bool map_counted;
 	struct nbd_trimmer *trimmer; /* NULL when discards are off or impossible */
@@ -62,10 +68,22 @@ int volume_parse(const char *spec, struct volume *v);
 /* Attaches volume V, produces its map and opens its discard connection. Journal steps and
  * fault points "attach:NAME", "map:NAME". RUN_ID is exported to map writer children. */
 int volume_setup(const struct run_opts *o, struct volume *v, struct run_rec *journal, const char *run_id);
-/* Detaches (if attached), reaps a map writer, closes everything; 0 or the first error. */
+/* Reaps a map writer, closes the map, detaches (if attached); 0 or the detach's error. The
+ * discard connection is left to volume_close_discards(). */
 int volume_release(const struct run_opts *o, struct volume *v);
-/* Applies one acknowledged range to V's discards. */
+/* Applies one acknowledged range to V's discards: 0, or -EINVAL / -ERANGE for a range that is
+ * empty, overflows or runs past the export. A failing discard connection only stops V's
+ * discards (with one warning): the backup goes on. */
 int volume_ack(struct volume *v, uint64_t offset, uint64_t length);
+/* The discard connection's descriptor and events while TRIMs are in flight: 0, or -1. */
+int volume_trim_pollfd(const struct volume *v, struct pollfd *ret);
+/* After poll (REVENTS 0 when it did not report the descriptor): answers, failures, timeout. */
+void volume_trim_dispatch(struct volume *v, short revents);
+/* CLOCK_MONOTONIC ms by which the server must answer, -1 when nothing is in flight. */
+int64_t volume_trim_deadline(const struct volume *v);
+size_t volume_trims_in_flight(const struct volume *v);
+/* Keeps the counts and closes V's discard connection; never waits for the server. */
+void volume_close_discards(struct volume *v);
 
 /* Writes the journal (step STEP[:NAME]) and then passes the fault point. */
 int journal_step(struct run_rec *j, const char *step, const char *name);

@@ -7,7 +7,10 @@
 # - the server dies mid-backup: the provider sees EIO, run exits non-zero within the
 #   configured timeouts, the device is released;
 # - SIGTERM is forwarded to the provider, SIGKILL follows after --grace;
-# - a parent with children of its own gets them back untouched.
+# - a parent with children of its own gets them back untouched;
+# - the provider's group does not outlive it; a caller ignoring SIGCHLD; exec failures (126,
+#   127); map writers killed by someone else; NBDATTACH_RUN_ID first in a big environment; the
+#   helper killed while it releases a volume whose server died.
 . "$(dirname "$0")/../lib.sh"
 in_vm || { skip "run-faults" "runs only inside the test VM"; exit 0; }
 
@@ -176,3 +179,98 @@ pid, status = os.waitpid(kid, 0)
 assert r.returncode == 0, r.returncode
 assert pid == kid and os.WEXITSTATUS(status) == 33, (pid, status)
 PY
+
+# The provider exits but a member of its process group (it ignored SIGTERM) lives on: it is
+# killed, nothing of the provider outlives the run.
+"$NBDATTACH" run --tag grp "${vols[@]}" -- sh -c 'trap "" TERM; sleep 765432 & exit 0' >/dev/null 2>&1
+expect_eq "group member surviving its leader: run exits 0" 0 "$?"
+for i in $(seq 50); do pgrep -f 'sleep 765432' >/dev/null || break; sleep 0.1; done
+expect_eq "group member surviving its leader: killed when the leader exits" "" "$(pgrep -f 'sleep 765432')"
+pkill -KILL -f 'sleep 765432'
+
+# A caller that ignores SIGCHLD (inherited across exec): the kernel must not reap our children
+# behind our back, the provider's status still comes through, map writers still count.
+ign_chld() { python3 -c 'import os, signal, sys; signal.signal(signal.SIGCHLD, signal.SIG_IGN); os.execvp(sys.argv[1], sys.argv[1:])' "$@"; }
+ign_chld "$NBDATTACH" run --tag chld "${vols[@]}" -- sh -c 'exit 7' 2>"$tmp/chld.err"
+rc=$?
+expect_eq "SIGCHLD ignored by the caller: the provider's exit 7 passes through ($(tail -n 1 "$tmp/chld.err"))" 7 "$rc"
+ign_chld "$NBDATTACH" run --tag chld --map pipe "${vols[@]}" -- sh -c 'cat <&4 >/dev/null && cat <&5 >/dev/null' 2>"$tmp/chld.err"
+rc=$?
+expect_eq "SIGCHLD ignored by the caller, --map pipe: exit 0 ($(tail -n 1 "$tmp/chld.err"))" 0 "$rc"
+expect_eq "SIGCHLD ignored: all detached, no state" "0:" "$(connected):$(state_files)"
+
+# Exec failures: not found (ENOENT, ENOTDIR) is 127, anything else the exec says is 126.
+printf '#!/bin/sh\nexit 0\n' > "$tmp/noexec"
+chmod 0644 "$tmp/noexec"
+vol1=(--volume "name=a,uri=$uri")
+"$NBDATTACH" run --tag ex "${vol1[@]}" -- /etc/passwd/provider 2>/dev/null
+expect_eq "provider path through a file (ENOTDIR): exit 127" 127 "$?"
+"$NBDATTACH" run --tag ex "${vol1[@]}" -- nbdattach-no-such-provider 2>/dev/null
+expect_eq "provider not in PATH: exit 127" 127 "$?"
+"$NBDATTACH" run --tag ex "${vol1[@]}" -- "$tmp/noexec" 2>/dev/null
+expect_eq "provider not executable (EACCES): exit 126" 126 "$?"
+"$NBDATTACH" run --tag ex "${vol1[@]}" -- "$tmp" 2>/dev/null
+expect_eq "provider a directory: exit 126" 126 "$?"
+expect_eq "exec failures: all detached, no state" "0:" "$(connected):$(state_files)"
+
+# Map writers: only the helper's own SIGTERM to a writer still running is an expected end.
+# Each connection to this server takes 6 s to open, so the writers are still opening when the
+# provider acts.
+nbdkit -U "$tmp/slow.sock" -P "$tmp/slow.pid" --filter=delay memory 16M delay-open=6 ||
+	fail "slow-opening nbdkit starts"
+defer "kill -9 \$(cat '$tmp/slow.pid') 2>/dev/null"
+slow=(--volume "name=s,uri=nbd+unix:///?socket=$tmp/slow.sock")
+"$NBDATTACH" run --tag mw --map pipe --no-discard "${slow[@]}" -- true 2>"$tmp/mw.err"
+rc=$?
+expect_eq "map writer still running at release gets our SIGTERM: exit 0 ($(tail -n 1 "$tmp/mw.err"))" 0 "$rc"
+"$NBDATTACH" run --tag mw --map pipe --no-discard "${slow[@]}" -- \
+	sh -c 'pkill -KILL -f "^nbdattach map --granularity"' 2>"$tmp/mw.err"
+rc=$?
+expect_eq "map writer killed by someone else (SIGKILL, as the OOM killer would): exit 125" 125 "$rc"
+grep -q 'map writer was killed by signal 9' "$tmp/mw.err" && pass "map writer killed: run says so" ||
+	fail "map writer killed: run says so" "$(cat "$tmp/mw.err")"
+expect_eq "map writers: all detached, no state" "0:" "$(connected):$(state_files)"
+
+# NBDATTACH_RUN_ID comes first in the provider's environment, so that cleanup finds a dead
+# run's descendants even behind 64 KiB of inherited environment.
+first=$("$NBDATTACH" run --tag env "${vol1[@]}" -- \
+	python3 -c 'import sys; sys.stdout.write(open("/proc/self/environ", "rb").read().split(b"\0")[0].split(b"=")[0].decode())' 2>/dev/null)
+expect_eq "NBDATTACH_RUN_ID is the provider's first variable" NBDATTACH_RUN_ID "$first"
+cat > "$tmp/forker" <<'PY'
+#!/usr/bin/python3
+import os, subprocess, sys
+subprocess.Popen(["sleep", "654321"], start_new_session=True)  # not in the provider's group
+open(sys.argv[1], "w").close()
+os.execvp("sleep", ["sleep", "1000"])
+PY
+chmod +x "$tmp/forker"
+BIG=$(head -c 70000 /dev/zero | tr '\0' x) NBDATTACH_FAULT=wait "$NBDATTACH" run --tag env "${vol1[@]}" -- \
+	"$tmp/forker" "$tmp/forker.started" >/dev/null 2>&1
+rc=$?
+wait_for_file "$tmp/forker.started" 60
+"$NBDATTACH" cleanup >/dev/null 2>&1
+udevadm settle
+for i in $(seq 50); do pgrep -f 'sleep 654321' >/dev/null || break; sleep 0.1; done
+expect_eq "killed at wait with 70 KiB of environment, then cleanup: exit 137, no descendant left" \
+	"137:" "$rc:$(pgrep -f 'sleep 654321')"
+pkill -KILL -f 'sleep 654321'
+expect_eq "big environment: all detached, no state" "0:" "$(connected):$(state_files)"
+
+# A volume whose server dies is journaled (detach:NAME) before it is released: the helper
+# killed right there leaves nothing cleanup cannot finish. The provider never reads, so only
+# the release of the dead volume can reach that step.
+qemu-nbd --fork --persistent --shared=8 --read-only --format=raw --pid-file="$tmp/e.pid" \
+	--socket="$tmp/e.sock" --export-name=disk "$tmp/disk.raw" || fail "third qemu-nbd starts"
+NBDATTACH_FAULT=detach:a timeout 120 "$NBDATTACH" run --tag deadfault \
+	--volume "name=a,uri=nbd+unix:///disk?socket=$tmp/e.sock" -- \
+	sh -c 'touch "$1"; while :; do sleep 1; done' marker-deadfault "$tmp/deadfault.started" >/dev/null 2>&1 &
+pid=$!
+wait_for_file "$tmp/deadfault.started" 60
+kill -KILL "$(cat "$tmp/e.pid")"
+wait "$pid"
+rc=$?
+"$NBDATTACH" cleanup >/dev/null 2>&1
+udevadm settle
+for i in $(seq 50); do [ -z "$(leftovers deadfault)" ] && break; sleep 0.1; done
+expect_eq "killed at detach of a dead volume, then cleanup: exit 137, no device, state or child" \
+	"137:0::" "$rc:$(connected):$(state_files):$(leftovers deadfault)"

@@ -1,11 +1,23 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The discard engine: every TRIM whole granules (never a granule straddling the export end),
  * partial granules remembered and merged until complete, exact errno for bad input, bounded
- * memory; and a randomised run against a bitmap model. */
+ * memory; a randomised run against a bitmap model; the strict parser of the provider's
+ * acknowledgement lines; and the asynchronous NBD trimmer against a real nbdkit, one that
+ * answers and one that stops answering (it must time out, never block, and close at once). */
 #include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
 
+#include "ack.h"
 #include "discard.h"
 #include "unit.h"
 
@@ -136,11 +148,195 @@ static void test_random(void)
 	discarder_free(d);
 }
 
+/* ---- acknowledgement lines ---- */
+
+static void expect_ack_bad(const char *line, size_t len, const char *desc)
+{
+	struct ack a;
+
+	expect_int(desc, -EBADMSG, ack_parse(line, len, &a));
+}
+
+static void test_ack_parse(void)
+{
+	static const char nul[] = "d 0 6\0005536\n";
+	char longname[128];
+	struct ack a = { .offset = 7 };
+
+	expect_int("ack: a plain line", 0, ack_parse("disk0 65536 131072\n", 19, &a));
+	unit_check(!strcmp(a.name, "disk0") && a.offset == 65536 && a.length == 131072, "ack: fields",
+		   "%s %" PRIu64 " %" PRIu64, a.name, a.offset, a.length);
+	expect_int("ack: zero offset, largest numbers", 0,
+		   ack_parse("a.b_c-1 0 18446744073709551615\n", 31, &a));
+	expect_u64("ack: 2^64-1", UINT64_MAX, a.length);
+	expect_ack_bad("d  0 1\n", 7, "ack: doubled space");
+	expect_ack_bad(" d 0 1\n", 7, "ack: leading space");
+	expect_ack_bad("d 0 1 \n", 7, "ack: trailing space");
+	expect_ack_bad("d 0 1 2\n", 8, "ack: a fourth field");
+	expect_ack_bad("d 0\n", 4, "ack: two fields");
+	expect_ack_bad("d 0 \n", 5, "ack: empty length");
+	expect_ack_bad(" 0 1\n", 5, "ack: empty name");
+	expect_ack_bad("d\t0 1\n", 6, "ack: tab");
+	expect_ack_bad("d 0 1\r\n", 7, "ack: CR");
+	expect_ack_bad("d 0 1", 5, "ack: no LF");
+	expect_ack_bad("d 0 1\nd 0 1\n", 12, "ack: two lines");
+	expect_ack_bad(nul, sizeof(nul) - 1, "ack: embedded NUL");
+	expect_ack_bad("d 00 1\n", 7, "ack: leading zero");
+	expect_ack_bad("d +1 1\n", 7, "ack: sign");
+	expect_ack_bad("d 0 18446744073709551616\n", 25, "ack: 2^64");
+	expect_ack_bad("-d 0 1\n", 7, "ack: name not a label");
+	snprintf(longname, sizeof(longname), "%065d 0 1\n", 0);
+	longname[0] = 'n';
+	expect_ack_bad(longname, strlen(longname), "ack: 65-character name");
+	expect_int("ack: 64-character name", 0, ack_parse(longname + 1, strlen(longname) - 1, &a));
+	unit_check(strlen(a.name) == 64 && a.offset == 0 && a.length == 1, "ack: 64-character name parsed",
+		   "%zu %" PRIu64, strlen(a.name), a.length);
+	expect_ack_bad("d 1 2\n", 6 - 1, "ack: length short of the LF");
+	unit_check(a.offset == 0 && a.length == 1, "ack: failures leave the result alone", "changed");
+}
+
+/* ---- the trimmer against nbdkit ---- */
+
+static int64_t ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+struct server {
+	char dir[64], uri[160];
+	pid_t pid;
+};
+
+/* nbdkit under socket activation (LISTEN_FDS): the socket listens before it even starts, so
+ * there is nothing to wait for. */
+static bool server_start(struct server *s)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int fd;
+
+	snprintf(s->dir, sizeof(s->dir), "/tmp/nbdattach-test.XXXXXX");
+	if (!mkdtemp(s->dir))
+		return false;
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/sock", s->dir);
+	snprintf(s->uri, sizeof(s->uri), "nbd+unix:///?socket=%s", sa.sun_path);
+	fd = socket(AF_UNIX, SOCK_STREAM, 0);
+	if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 8) < 0)
+		return false;
+	s->pid = fork();
+	if (s->pid == 0) {
+		char pid[24];
+
+		snprintf(pid, sizeof(pid), "%ld", (long)getpid());
+		setenv("LISTEN_PID", pid, 1);
+		setenv("LISTEN_FDS", "1", 1);
+		if (fd != 3 && (dup2(fd, 3) < 0 || close(fd) < 0))
+			_exit(127);
+		execlp("nbdkit", "nbdkit", "-f", "memory", "16M", (char *)NULL);
+		_exit(127);
+	}
+	close(fd);
+	return s->pid > 0;
+}
+
+static void server_stop(struct server *s)
+{
+	char path[96];
+
+	if (s->pid > 0) {
+		kill(s->pid, SIGKILL);
+		waitpid(s->pid, NULL, 0);
+	}
+	snprintf(path, sizeof(path), "%s/sock", s->dir);
+	unlink(path);
+	rmdir(s->dir);
+}
+
+/* What the run loop does: poll the trimmer's descriptor until nothing is in flight. */
+static int drive(struct nbd_trimmer *t, int64_t limit_ms)
+{
+	int64_t end = ms() + limit_ms;
+
+	while (nbd_trimmer_in_flight(t) && ms() < end) {
+		struct pollfd p = { .fd = -1 };
+		int64_t due = nbd_trimmer_deadline(t), left = due - ms();
+		int r;
+
+		p.fd = nbd_trimmer_poll_fd(t, &p.events);
+		poll(&p, 1, left < 0 ? 0 : left > 1000 ? 1000 : (int)left);
+		r = nbd_trimmer_dispatch(t, p.revents);
+		if (r < 0)
+			return r;
+	}
+	return nbd_trimmer_error(t);
+}
+
+static void test_trimmer(void)
+{
+	struct server s = { .pid = 0 };
+	struct nbd_trimmer *t = NULL, *t2 = NULL;
+	char why[256] = "";
+	int64_t t0;
+	int r, st;
+
+	if (system("command -v nbdkit >/dev/null 2>&1") != 0) {
+		printf("skip trimmer against nbdkit: nbdkit not installed\n");
+		return;
+	}
+	if (!unit_check(server_start(&s), "nbdkit starts", "failed")) {
+		server_stop(&s);
+		return;
+	}
+	r = nbd_trimmer_open(s.uri, 300, &t, why, sizeof(why));
+	if (!expect_int("trimmer connects", 0, r)) {
+		unit_comment("%s", why);
+		server_stop(&s);
+		return;
+	}
+	expect_int("trim queued", 0, nbd_trimmer_trim(t, 0, G));
+	expect_int("second trim queued", 0, nbd_trimmer_trim(t, 4 * G, 2 * G));
+	expect_int("both answered through poll and dispatch", 0, drive(t, 5000));
+	expect_u64("bytes the server confirmed", 3 * G, nbd_trimmer_trimmed(t));
+	expect_u64("TRIMs the server confirmed", 2, nbd_trimmer_requests(t));
+	r = nbd_trimmer_trim(t, 16 << 20, G);
+	if (r == 0)
+		r = drive(t, 5000);
+	unit_check(r < 0 && nbd_trimmer_trim(t, 0, G) == r, "a TRIM past the end fails the trimmer for good",
+		   "%d", r);
+	nbd_trimmer_close(t);
+
+	expect_int("trimmer connects again", 0, nbd_trimmer_open(s.uri, 300, &t, why, sizeof(why)));
+	expect_int("a second trimmer connects", 0, nbd_trimmer_open(s.uri, 300, &t2, why, sizeof(why)));
+	kill(s.pid, SIGSTOP); /* the server stops answering */
+	waitpid(s.pid, &st, WUNTRACED);
+	t0 = ms();
+	expect_int("trim queued to a hung server without waiting", 0, nbd_trimmer_trim(t, 0, G));
+	unit_check(ms() - t0 < 200, "queueing does not wait for the server", "%" PRId64 " ms", ms() - t0);
+	expect_int("hung server: -ETIMEDOUT", -ETIMEDOUT, drive(t, 5000));
+	unit_check(ms() - t0 < 2000, "hung server: noticed after the 300 ms timeout", "%" PRId64 " ms", ms() - t0);
+	expect_int("hung server: the failure sticks", -ETIMEDOUT, nbd_trimmer_trim(t, G, G));
+	t0 = ms();
+	nbd_trimmer_close(t);
+	unit_check(ms() - t0 < 200, "hung server: close does not wait for it", "%" PRId64 " ms", ms() - t0);
+
+	expect_int("flush: trim queued", 0, nbd_trimmer_trim(t2, 0, G));
+	t0 = ms();
+	expect_int("flush: hung server times out", -ETIMEDOUT, nbd_trimmer_flush(t2));
+	unit_check(ms() - t0 < 2000, "flush: within the timeout", "%" PRId64 " ms", ms() - t0);
+	nbd_trimmer_close(t2);
+	kill(s.pid, SIGCONT);
+	server_stop(&s);
+}
+
 int main(void)
 {
 	test_basic();
 	test_tail();
 	test_bounded();
 	test_random();
+	test_ack_parse();
+	test_trimmer();
 	return unit_exit();
 }
