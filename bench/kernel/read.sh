@@ -3,7 +3,8 @@
 # fleecing snapshot (half of it dirty, in regions of 64 KiB to 16 MiB) read with O_DIRECT in
 # 4 MiB pieces through nbdattach's device and through nbdfuse (what others use instead) on the
 # same export; nbdcopy's throughput copying the same kind of snapshot to null: is the limit, and
-# nbdcopy held to the device's one-granule requests shows what that cap costs.
+# nbdcopy held to the device's one-granule requests shows what that cap costs. The server's CPU
+# time per MiB read, for each, shows where the time goes.
 # Each figure is the median of BENCH_N (3) runs; TCG timings are emulated, only the ratios
 # measured in this one run mean anything. Targets: >= 1.2x nbdfuse, >= 0.9x nbdcopy.
 . "$(dirname "$0")/../../tests/lib.sh"
@@ -42,10 +43,20 @@ mbps() { awk -v b="$1" -v s="$2" 'BEGIN { printf "%.1f", b / s / 1048576 }'; }
 read_n() { # PATH -> median seconds
 	for i in $(seq "$N"); do "$READER" "$1" "$tmp/map" | awk '{ print $2 }'; done | median
 }
+# The server's own CPU: qemu-storage-daemon serves the export from one thread, so its CPU time
+# per MiB read bounds every client's throughput; what a client's request sizes make it cost is
+# what separates the figures. qsd_ticks: its utime + stime so far.
+qsd_ticks() { awk '{ print $14 + $15 }' "/proc/$(cat "$tmp/qsd.pid")/stat"; }
+per_mib() { # TICKS BYTES-PER-RUN SECONDS-PER-RUN -> "X ms/MiB (busy Y%)"
+	awk -v t="$1" -v b="$2" -v s="$3" -v n="$N" -v hz="$(getconf CLK_TCK)" \
+		'BEGIN { printf "%.1f ms/MiB (busy %.0f%%)", t * 1000 / hz / (b * n / 1048576), t / hz / (s * n) * 100 }'
+}
 
 # nbdattach, default settings (what run gives a provider).
 dev=$("$NBDATTACH" attach --bitmap backup-b0 "$uri") || { fail "bench-read" "attach"; exit 1; }
+c0=$(qsd_ticks)
 t_na=$(read_n "$dev")
+c_na=$(( $(qsd_ticks) - c0 ))
 "$NBDATTACH" detach "$dev"
 # What the helper controls, one knob at a time.
 tune() { # LABEL [QUEUE-ATTR=VALUE] ATTACH-OPTIONS... -> "LABEL MiB/s"
@@ -82,17 +93,21 @@ fleece_stop
 # backup (copy-before-write without a bitmap, so every byte is readable; nbdcopy cannot be
 # told to skip the regions a bitmap-restricted snapshot refuses). Throughput per byte.
 FLEECE_FULL=1 fleece_start "$tmp" $SIZE b0 $G || { fail "bench-read" "full fleecing fixture"; exit 1; }
+c0=$(qsd_ticks)
 for i in $(seq "$N"); do
 	s=$(date +%s.%N); nbdcopy "$(fleece_uri)" null: ; e=$(date +%s.%N)
 	awk -v a="$s" -v b="$e" 'BEGIN { print b - a }'
 done | median > "$tmp/nc"
 t_nc=$(cat "$tmp/nc")
+c_nc=$(( $(qsd_ticks) - c0 ))
+c0=$(qsd_ticks)
 # The same, held to the device's one-granule requests: what the cap itself costs.
 for i in $(seq "$N"); do
 	s=$(date +%s.%N); nbdcopy --request-size=$G "$(fleece_uri)" null: ; e=$(date +%s.%N)
 	awk -v a="$s" -v b="$e" 'BEGIN { print b - a }'
 done | median > "$tmp/ncg"
 t_ncg=$(cat "$tmp/ncg")
+c_ncg=$(( $(qsd_ticks) - c0 ))
 echo "0 $SIZE" > "$tmp/map"
 dev=$("$NBDATTACH" attach --max-request $G "$(fleece_uri)") || { fail "bench-read" "attach full"; exit 1; }
 t_full=$(read_n "$dev")
@@ -102,6 +117,8 @@ echo "bench: whole 1 GiB snapshot: nbdattach $(mbps $SIZE "$t_full") MiB/s, nbdc
 
 r_na=$(mbps "$dirty" "$t_na") r_fu=$(mbps "$dirty" "$t_fu") r_nc=$(mbps $SIZE "$t_nc")
 echo "bench: MiB/s (median of $N): nbdattach $r_na, nbdfuse $r_fu, nbdcopy $r_nc"
+echo "bench: server CPU per MiB read: nbdattach $(per_mib "$c_na" "$dirty" "$t_na"), nbdcopy" \
+	"$(per_mib "$c_nc" $SIZE "$t_nc"), nbdcopy --request-size=$G $(per_mib "$c_ncg" $SIZE "$t_ncg")"
 r_ncg=$(mbps $SIZE "$t_ncg")
 for f in "nbdattach:$t_na" "nbdfuse:$t_fu" "nbdcopy:$t_nc" "nbdcopy-at-one-granule:$t_ncg"; do
 	awk -v t="${f#*:}" 'BEGIN { exit !(t > 0) }' || { fail "bench-read" "no figure for ${f%%:*}"; exit 1; }
