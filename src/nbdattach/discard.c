@@ -16,7 +16,7 @@ struct frag {
 };
 
 struct discarder {
-	uint64_t size, gran, trimmed, requests, pending;
+	uint64_t size, gran, pending;
 	discard_trim_fn trim;
 	void *opaque;
 	struct frag *v; /* sorted, disjoint, not touching */
@@ -118,8 +118,6 @@ static int trim_range(struct discarder *d, uint64_t a, uint64_t b)
 
 		if (r < 0)
 			return r;
-		d->requests++;
-		d->trimmed += n;
 		a += n;
 	}
 	return 0;
@@ -174,8 +172,6 @@ int discarder_ack(struct discarder *d, uint64_t offset, uint64_t length)
 	return r < 0 ? r : settle(d, i);
 }
 
-uint64_t discarder_trimmed(const struct discarder *d) { return d->trimmed; }
-uint64_t discarder_requests(const struct discarder *d) { return d->requests; }
 uint64_t discarder_pending(const struct discarder *d) { return d->pending; }
 
 void discarder_free(struct discarder *d)

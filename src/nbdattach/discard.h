@@ -29,8 +29,6 @@ int discarder_new(uint64_t size, uint64_t granularity, discard_trim_fn trim, voi
 /* Acknowledges [offset, offset+length). -EINVAL zero length or overflow, -ERANGE past the end,
  * -ENOSPC too many fragments, or the trim function's error. */
 int discarder_ack(struct discarder *d, uint64_t offset, uint64_t length);
-uint64_t discarder_trimmed(const struct discarder *d);   /* bytes trimmed */
-uint64_t discarder_requests(const struct discarder *d);  /* TRIM requests sent */
 uint64_t discarder_pending(const struct discarder *d);   /* bytes remembered, not trimmed */
 void discarder_free(struct discarder *d);
 
