@@ -13,11 +13,13 @@
 
 #include "attach.h"
 #include "children.h"
+#include "cleanup.h"
 #include "claims.h"
 #include "devices.h"
 #include "fault.h"
 #include "handshake.h"
 #include "netlink.h"
+#include "runs.h"
 #include "teardown.h"
 #include "udev.h"
 
@@ -166,6 +168,21 @@ static int write_claim(const struct attach_req *o, const char *id)
 	return claim_write(getpid(), &c);
 }
 
+/* Claims of helpers that died while attaching (SIGKILL between claim and CONNECT): udev would
+ * take a later device connected by a process that happens to reuse such a pid for ours on its
+ * first event. Their devices, if any, are unjournaled and left to cleanup. Under the lock. */
+static void forget_dead_claims(void)
+{
+	_cleanup_free_ uint32_t *pids = NULL;
+	size_t n = 0;
+
+	if (claim_list(&pids, &n) < 0)
+		return;
+	for (size_t k = 0; k < n; k++)
+		if ((pid_t)pids[k] != getpid() && !helper_alive((pid_t)pids[k], claim_time((pid_t)pids[k])))
+			claim_remove((pid_t)pids[k]);
+}
+
 static int connected(const struct attach_req *o, struct udev_wait *w, int *lock, struct attach_result *res,
 		     const char **what)
 {
@@ -210,6 +227,8 @@ int attach_device(const struct attach_req *o, struct attach_result *ret, const c
 		r = udev_wait_new(&w);
 	if (r >= 0 && (r = state_lock(&lock)) < 0)
 		*ret_what = "cannot lock the state directory";
+	if (r >= 0)
+		forget_dead_claims();
 	fault_point("connect", o->name);
 	if (r >= 0 && (r = do_connect(o, &hs, id, &index)) < 0)
 		*ret_what = r == -EBUSY ? "no free nbd device" : "kernel refused CONNECT";

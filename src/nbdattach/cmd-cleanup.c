@@ -62,41 +62,6 @@ static void forget_if_gone(uint32_t index)
 		udev_record_remove(index);
 }
 
-/* When process PID started, in wall-clock seconds; -1 if unknown. */
-static int64_t started_at(pid_t pid)
-{
-	struct timespec now, up;
-	uint64_t ticks;
-	long hz = sysconf(_SC_CLK_TCK);
-
-	if (hz <= 0 || proc_start_time(pid, &ticks) < 0 || clock_gettime(CLOCK_REALTIME, &now) < 0 ||
-	    clock_gettime(CLOCK_BOOTTIME, &up) < 0)
-		return -1;
-	return (int64_t)now.tv_sec - ((int64_t)up.tv_sec - (int64_t)(ticks / (uint64_t)hz));
-}
-
-/* A helper (claim writer, run, attach) that wrote a record at WRITTEN (wall-clock seconds, -1
- * unknown) is alive while a process of that pid runs nbdattach and started before then: a
- * recycled pid belongs to a process started after the record. */
-static bool claimant_alive(pid_t pid, int64_t written)
-{
-	char path[64], comm[32] = "";
-	int64_t start;
-	FILE *f;
-
-	snprintf(path, sizeof(path), "/proc/%ld/comm", (long)pid);
-	f = fopen(path, "re");
-	if (!f)
-		return false;
-	if (!fgets(comm, sizeof(comm), f))
-		comm[0] = 0;
-	fclose(f);
-	if (strcmp(comm, "nbdattach\n"))
-		return false;
-	start = started_at(pid);
-	return written < 0 || start < 0 || start <= written + 2; /* the clocks' rounding */
-}
-
 /* Tears down INDEX if it still carries IDENTIFIER (and, with TEARDOWN_IF_UNJOURNALED, still
  * has no journal entry): what was seen before the lock may have changed since. */
 static int report_teardown(const struct cleanup_opts *o, uint32_t index, const char *identifier,
@@ -125,7 +90,7 @@ static bool claimed_by_live_helper(const char *identifier)
 		return true; /* cannot tell: leave it */
 	for (size_t k = 0; k < n; k++)
 		if (claim_read((pid_t)pids[k], &c) == 0 && !strcmp(c.identifier, identifier) &&
-		    claimant_alive((pid_t)pids[k], claim_time((pid_t)pids[k])))
+		    helper_alive((pid_t)pids[k], claim_time((pid_t)pids[k])))
 			return true;
 	return false;
 }
@@ -142,7 +107,7 @@ static int reap_claims(const struct cleanup_opts *o, const uint32_t *devs, size_
 	for (size_t k = 0; k < n; k++) {
 		struct claim c;
 
-		if (claimant_alive((pid_t)pids[k], claim_time((pid_t)pids[k])))
+		if (helper_alive((pid_t)pids[k], claim_time((pid_t)pids[k])))
 			continue;
 		if (claim_read((pid_t)pids[k], &c) == 0)
 			for (size_t d = 0; d < ndevs; d++) {
@@ -169,7 +134,7 @@ static int check_ours(const struct cleanup_opts *o, const struct dev_info *i)
 	}
 	/* "attach": the pid is its monitor's, which may be gone while the device is in use;
 	 * "attaching" and "run": the helper's own, and the device is nobody's without it. */
-	if (strcmp(i->st.owner, "attach") && !claimant_alive((pid_t)i->st.pid, i->st.time))
+	if (strcmp(i->st.owner, "attach") && !helper_alive((pid_t)i->st.pid, i->st.time))
 		return report_teardown(o, i->index, i->backend, 0,
 				       !strcmp(i->st.owner, "run") ? "its run was killed" : "its attach was killed");
 	if (hs_server_gone(i->st.uri, o->probe_timeout_ms))

@@ -108,12 +108,12 @@ static int out_line(struct outbuf *b, const char *line, size_t len)
 
 static int emit_region(struct sink *s, uint64_t off, uint64_t len)
 {
-	uint64_t g = s->o->granularity;
+	uint64_t g = s->o->granularity, mask = g - 1; /* a power of two */
 	char line[64], *p = line;
 
 	/* The map promises granularity-aligned regions (regionmap(5)); QEMU only reports bitmap
 	 * granules, so a misaligned region means a wrong --granularity or a broken server. */
-	if (off % g || (len % g && off + len != s->size)) {
+	if ((off & mask) || ((len & mask) && off + len != s->size)) {
 		snprintf(s->why, sizeof s->why,
 			 "dirty extent %" PRIu64 "+%" PRIu64 " not aligned to granularity %" PRIu64
 			 "; pass --granularity", off, len, g);

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cleanup.h"
@@ -198,4 +199,36 @@ bool proc_is(pid_t pid, uint64_t start)
 	uint64_t s;
 
 	return pid > 0 && proc_start_time(pid, &s) == 0 && s == start;
+}
+
+/* When process PID started, in wall-clock seconds; -1 if unknown. */
+static int64_t started_at(pid_t pid)
+{
+	struct timespec now, up;
+	uint64_t ticks;
+	long hz = sysconf(_SC_CLK_TCK);
+
+	if (hz <= 0 || proc_start_time(pid, &ticks) < 0 || clock_gettime(CLOCK_REALTIME, &now) < 0 ||
+	    clock_gettime(CLOCK_BOOTTIME, &up) < 0)
+		return -1;
+	return (int64_t)now.tv_sec - ((int64_t)up.tv_sec - (int64_t)(ticks / (uint64_t)hz));
+}
+
+bool helper_alive(pid_t pid, int64_t written)
+{
+	char path[64], comm[32] = "";
+	int64_t start;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%ld/comm", (long)pid);
+	f = fopen(path, "re");
+	if (!f)
+		return false;
+	if (!fgets(comm, sizeof(comm), f))
+		comm[0] = 0;
+	fclose(f);
+	if (strcmp(comm, "nbdattach\n"))
+		return false;
+	start = started_at(pid);
+	return written < 0 || start < 0 || start <= written + 2; /* the clocks' rounding */
 }

@@ -156,3 +156,17 @@ udevadm settle
 for i in $(seq 50); do [ -d "/proc/$mon" ] || break; sleep 0.1; done
 check_fails "its monitor exited" test -d "/proc/$mon"
 expect_eq "state directory empty after the recycled pid" "" "$(state_files)"
+
+# --- an attach forgets the claims of helpers that died while attaching (killed between claim
+# and CONNECT): udev would take a device connected by a process reusing that pid for ours.
+printf 'NBDATTACH_ID=nbdattach:x:z:0123456789abcdef0123456789abcdef\nNBDATTACH_TAG=x\nNBDATTACH_NAME=z\n' \
+	> /run/nbdattach/claims/999999
+printf 'NBDATTACH_ID=nbdattach:x:w:0123456789abcdef0123456789abcdef\nNBDATTACH_TAG=x\nNBDATTACH_NAME=w\n' \
+	> "/run/nbdattach/claims/$$"       # a live process, but not nbdattach
+dev=$("$NBDATTACH" attach --tag clean --name s8 "nbd+unix:///disk?socket=$tmp/s3.sock")
+check "attach with dead helpers' claims around" test -b "$dev"
+check_fails "the dead helper's claim is gone" test -e /run/nbdattach/claims/999999
+check_fails "the claim under a non-helper's pid is gone" test -e "/run/nbdattach/claims/$$"
+check "detach it" "$NBDATTACH" detach "$dev"
+udevadm settle
+expect_eq "state directory empty after the dead claims" "" "$(state_files)"
