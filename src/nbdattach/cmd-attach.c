@@ -57,17 +57,13 @@ static int parse_opts(int argc, char **argv, struct attach_opts *o)
 		case 'j': o->json = true; break;
 		case 'M': o->req.no_monitor = true; break;
 		case 'R':
-			if (parse_num_opt("--max-request", optarg, 4096, 32 << 20, &v) < 0)
+			if (parse_pow2_opt("--max-request", optarg, page_size(), MAX_REQUEST_MAX, &v) < 0)
 				return -EINVAL;
-			if (v & (v - 1)) {
-				log_usage("invalid --max-request '%s' (expected a power of two)", optarg);
-				return -EINVAL;
-			}
 			o->req.max_request = v;
 			break;
 		case 'C': if (parse_num_opt("--connections", optarg, 1, 16, &v) < 0) return -EINVAL; o->req.connections = v; break;
-		case 'b': if (parse_num_opt("--block-size", optarg, 512, 65536, &v) < 0) return -EINVAL; o->req.block_size = v; break;
-		case 'T': if (parse_num_opt("--timeout", optarg, 0, 86400 * 365, &v) < 0) return -EINVAL; o->req.timeout = v; break;
+		case 'b': if (parse_pow2_opt("--block-size", optarg, 512, page_size(), &v) < 0) return -EINVAL; o->req.block_size = v; break;
+		case 'T': if (parse_num_opt("--timeout", optarg, 0, TIMEOUT_MAX_S, &v) < 0) return -EINVAL; o->req.timeout = v; break;
 		case 'D': if (parse_num_opt("--dead-conn-timeout", optarg, 0, 86400 * 365, &v) < 0) return -EINVAL; o->req.dead_conn_timeout = v; break;
 		case 'U': if (parse_num_opt("--udev-timeout", optarg, 1, 3600, &v) < 0) return -EINVAL; o->req.udev_timeout_ms = (int)v * 1000; break;
 		case 'B':
@@ -112,6 +108,27 @@ static void print_result(const struct attach_opts *o, const struct state_rec *s,
 	json_kv_str(stdout, "bitmap", s->bitmap, 0);
 	printf(", \"connections\": %" PRIu32 ", \"read_only\": %s, \"flags\": %" PRIu64 "}\n",
 	       s->connections, s->read_only ? "true" : "false", server_flags);
+}
+
+/* The caller learns its device only from this output: a device it was never told about would
+ * be nobody's, so when the output cannot be written (a closed pipe, a full disk) the device is
+ * torn down again and attach fails. */
+static int report(const struct attach_opts *o, const struct attach_result *res)
+{
+	struct sigaction ign = { .sa_handler = SIG_IGN }, old;
+	int err = 0;
+
+	sigaction(SIGPIPE, &ign, &old); /* EPIPE instead of dying with the device attached */
+	print_result(o, &res->st, res->server_flags);
+	if (fflush(stdout) == EOF || ferror(stdout))
+		err = errno ? errno : EIO;
+	sigaction(SIGPIPE, &old, NULL);
+	if (!err)
+		return EXIT_OK;
+	teardown_device(res->st.index, res->st.identifier, 0, o->req.udev_timeout_ms, NULL);
+	log_error("cannot attach '%s': cannot write the device's name to standard output: %s",
+		  o->req.uri, strerror(err));
+	return EXIT_FAIL;
 }
 
 /* Termination signals are held from the end of the handshake (before it, a signal just ends us:
@@ -171,10 +188,9 @@ static int attach(struct attach_opts *o)
 		log_error("warning: udev did not recognise /dev/nbd%" PRIu32 " as nbdattach's: the host "
 			  "may probe it; install 60-nbdattach.rules (make install) and reload udev", res.st.index);
 	warn_partition_scan();
-	print_result(o, &res.st, res.server_flags);
-	fflush(stdout);
+	r = report(o, &res);
 	sigprocmask(SIG_SETMASK, &old, NULL);
-	return EXIT_OK;
+	return r;
 }
 
 int cmd_attach(int argc, char **argv)

@@ -25,6 +25,12 @@ static int resolve(const char *target, char *uri, size_t len)
 	int r;
 
 	if (dev_parse_name(target, &index) < 0) {
+		const char *why = uri_unsupported(target);
+
+		if (why) {
+			log_error("cannot discard on '%s': %s", target, why);
+			return -EINVAL;
+		}
 		snprintf(uri, len, "%s", target);
 		return 0;
 	}
@@ -92,12 +98,8 @@ int cmd_discard(int argc, char **argv)
 	while ((c = getopt_long(argc, argv, ":", lo, NULL)) != -1) {
 		if (c != 'g')
 			return usage_bad_option(argv[optind - 1], c), EXIT_USAGE;
-		if (parse_num_opt("--granularity", optarg, 512, REGIONMAP_GRANULARITY_MAX, &gran) < 0)
+		if (parse_pow2_opt("--granularity", optarg, 512, REGIONMAP_GRANULARITY_MAX, &gran) < 0)
 			return EXIT_USAGE;
-		if (gran & (gran - 1)) {
-			log_usage("invalid --granularity '%s' (expected a power of two)", optarg);
-			return EXIT_USAGE;
-		}
 	}
 	if (optind + 3 != argc) {
 		log_usage("discard: expected DEVICE|URI OFFSET LENGTH");

@@ -251,12 +251,8 @@ static int parse_opt(struct map_opts *o, int c, const char *arg, bool *full)
 		o->output_fd = (int)v;
 		return 0;
 	case 'g':
-		if (parse_num_opt("--granularity", arg, 1, REGIONMAP_GRANULARITY_MAX, &v) < 0)
+		if (parse_pow2_opt("--granularity", arg, 1, REGIONMAP_GRANULARITY_MAX, &v) < 0)
 			return -EINVAL;
-		if (v & (v - 1)) {
-			log_usage("invalid --granularity '%s' (expected a power of two)", arg);
-			return -EINVAL;
-		}
 		o->granularity = v;
 		return 0;
 	}
@@ -308,16 +304,6 @@ static int parse_args(int argc, char **argv, struct map_opts *o)
 	}
 	o->uri = argv[optind];
 	return check_opts(o, full);
-}
-
-/* The kernel NBD client cannot do TLS, and neither does map: refuse rather than fall back. */
-static const char *check_uri(const char *uri)
-{
-	if (!strncmp(uri, "nbds://", 7) || !strncmp(uri, "nbds+", 5))
-		return "TLS (nbds://) is not supported: the kernel cannot speak TLS";
-	if (strncmp(uri, "nbd://", 6) && strncmp(uri, "nbd+unix://", 11))
-		return "unsupported URI scheme (expected nbd:// or nbd+unix://)";
-	return NULL;
 }
 
 /* ---- output target ---- */
@@ -492,7 +478,7 @@ int cmd_map(int argc, char **argv)
 
 	if (parse_args(argc, argv, &o) < 0)
 		return EXIT_USAGE;
-	if ((why = check_uri(o.uri)))
+	if ((why = uri_unsupported(o.uri)))
 		return fail_map(&o, why);
 	if (o.bitmap && asprintf(&context, BITMAP_PREFIX "%s", o.bitmap) < 0)
 		return fail_map(&o, strerror(ENOMEM));

@@ -92,7 +92,7 @@ static int parse_opt(struct run_opts *o, int c, const char *arg)
 		return 0;
 	case 'N': o->discard = false; return 0;
 	case 'g': if (parse_num_opt("--grace", arg, 0, 3600, &v) < 0) return -EINVAL; o->grace_s = v; return 0;
-	case 'T': return parse_num_opt("--timeout", arg, 0, 86400 * 365, &o->timeout);
+	case 'T': return parse_num_opt("--timeout", arg, 0, TIMEOUT_MAX_S, &o->timeout);
 	case 'D': return parse_num_opt("--dead-conn-timeout", arg, 0, 86400 * 365, &o->dead_conn_timeout);
 	case 'U': if (parse_num_opt("--udev-timeout", arg, 1, 3600, &v) < 0) return -EINVAL; o->udev_timeout_ms = (int)v * 1000; return 0;
 	}

@@ -3,29 +3,66 @@
 #include <getopt.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cmd-util.h"
 #include "commands.h"
 #include "log.h"
 #include "netlink.h"
 
-int parse_num_opt(const char *opt, const char *arg, uint64_t min, uint64_t max, uint64_t *ret)
+/* Decimal digits only, no sign, no space, within [MIN, MAX]. */
+static bool parse_in_range(const char *arg, uint64_t min, uint64_t max, uint64_t *ret)
 {
 	char *end;
 	unsigned long long v;
 
-	errno = 0;
 	if (*arg < '0' || *arg > '9')
-		errno = EINVAL;
-	else
-		v = strtoull(arg, &end, 10);
-	if (errno || *end || v < min || v > max) {
+		return false;
+	errno = 0;
+	v = strtoull(arg, &end, 10);
+	if (errno || *end || v < min || v > max)
+		return false;
+	*ret = v;
+	return true;
+}
+
+int parse_num_opt(const char *opt, const char *arg, uint64_t min, uint64_t max, uint64_t *ret)
+{
+	if (!parse_in_range(arg, min, max, ret)) {
 		log_usage("invalid %s '%s' (expected a number from %llu to %llu)", opt, arg,
+			  (unsigned long long)min, (unsigned long long)max);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+int parse_pow2_opt(const char *opt, const char *arg, uint64_t min, uint64_t max, uint64_t *ret)
+{
+	uint64_t v;
+
+	if (!parse_in_range(arg, min, max, &v) || (v & (v - 1))) {
+		log_usage("invalid %s '%s' (expected a power of two from %llu to %llu)", opt, arg,
 			  (unsigned long long)min, (unsigned long long)max);
 		return -EINVAL;
 	}
 	*ret = v;
 	return 0;
+}
+
+uint64_t page_size(void)
+{
+	long p = sysconf(_SC_PAGESIZE);
+
+	return p > 0 ? (uint64_t)p : 4096;
+}
+
+const char *uri_unsupported(const char *uri)
+{
+	if (!strncmp(uri, "nbds", 4))
+		return "TLS (nbds://) is not supported: the kernel cannot speak TLS";
+	if (strncmp(uri, "nbd://", 6) && strncmp(uri, "nbd+unix://", 11) && strncmp(uri, "nbd+vsock://", 12))
+		return "unsupported URI scheme (expected nbd://, nbd+unix:// or nbd+vsock://)";
+	return NULL;
 }
 
 int usage_bad_label(const char *opt, const char *arg)

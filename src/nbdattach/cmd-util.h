@@ -7,6 +7,18 @@
 
 /* Parses a decimal in [MIN, MAX]; prints a usage line and returns -EINVAL otherwise. */
 int parse_num_opt(const char *opt, const char *arg, uint64_t min, uint64_t max, uint64_t *ret);
+/* NULL for a URI the helper takes, else why not: the kernel's NBD client cannot do TLS, and
+ * every URI may end up on a device. */
+const char *uri_unsupported(const char *uri);
+/* The same, and a power of two. */
+int parse_pow2_opt(const char *opt, const char *arg, uint64_t min, uint64_t max, uint64_t *ret);
+/* The kernel's page size: nbd's largest block size and smallest request cap. */
+uint64_t page_size(void);
+/* Linux 6.1 keeps the request timeout in jiffies in an unsigned int (nbd_set_cmd_timeout):
+ * more seconds than this would wrap around at HZ=1000. */
+#define TIMEOUT_MAX_S 4294967u
+/* The largest request nbd lets max_sectors_kb allow (its max_hw_sectors, 65536 sectors). */
+#define MAX_REQUEST_MAX (32u << 20)
 int usage_bad_label(const char *opt, const char *arg);
 /* For getopt's '?' / ':' results. */
 int usage_bad_option(const char *arg, int c);

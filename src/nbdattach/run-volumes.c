@@ -50,19 +50,16 @@ static int spec_value(struct volume *v, const char *key, const char *val)
 		}
 		snprintf(v->bitmap, sizeof(v->bitmap), "%s", strcmp(val, "full") ? val : "");
 	} else if (!strcmp(key, "granularity")) {
-		if (parse_num_opt("volume granularity", val, 512, REGIONMAP_GRANULARITY_MAX, &x) < 0)
+		/* Requests are capped at one granule, and the kernel's smallest cap is a page. */
+		if (parse_pow2_opt("volume granularity", val, page_size(), REGIONMAP_GRANULARITY_MAX, &x) < 0)
 			return -EINVAL;
-		if (x & (x - 1)) {
-			log_usage("invalid volume granularity '%s' (expected a power of two)", val);
-			return -EINVAL;
-		}
 		v->granularity = x;
 	} else if (!strcmp(key, "connections")) {
 		if (parse_num_opt("volume connections", val, 1, 16, &x) < 0)
 			return -EINVAL;
 		v->connections = (unsigned)x;
 	} else if (!strcmp(key, "block-size")) {
-		if (parse_num_opt("volume block-size", val, 512, 65536, &x) < 0)
+		if (parse_pow2_opt("volume block-size", val, 512, page_size(), &x) < 0)
 			return -EINVAL;
 		v->block_size = x;
 	} else {
@@ -92,7 +89,13 @@ int volume_parse(const char *spec, struct volume *v)
 		}
 		*eq = 0;
 		if (!strcmp(p, "uri")) { /* the URI is last and may hold commas */
+			const char *why;
+
 			v->uri = spec + (eq + 1 - buf);
+			if ((why = uri_unsupported(v->uri))) {
+				log_usage("invalid --volume '%s': %s", spec, why);
+				return -EINVAL;
+			}
 			break;
 		}
 		comma = strchr(eq + 1, ',');
@@ -120,8 +123,8 @@ static int attach_volume(const struct run_opts *o, struct volume *v)
 		.dead_conn_timeout = o->dead_conn_timeout, .udev_timeout_ms = o->udev_timeout_ms,
 		/* QEMU 7.2's snapshot-access answers a simple-reply read spanning a cluster already
 		 * copied to the fleecing image and one not yet copied with the guest's new data: one
-		 * granule (the copy-before-write cluster) per request at most. */
-		.max_request = v->granularity,
+		 * granule (the copy-before-write cluster) per request at most, within nbd's 32 MiB. */
+		.max_request = v->granularity < MAX_REQUEST_MAX ? v->granularity : MAX_REQUEST_MAX,
 	};
 	struct attach_result res;
 	const char *what = NULL;

@@ -22,6 +22,22 @@ usage_err "attach invalid name" "invalid --name 'a b'" attach --name 'a b' nbd:/
 usage_err "attach bad connections" "invalid --connections '0'" attach --connections 0 nbd://x/
 usage_err "attach bad timeout" "invalid --timeout 'x'" attach --timeout x nbd://x/
 usage_err "attach not a URI" "not an NBD URI" attach /tmp/file
+usage_err "attach block size not a power of two" "invalid --block-size '1000' (expected a power of two" attach --block-size 1000 nbd://x/
+usage_err "attach block size above the page size" "invalid --block-size '8192'" attach --block-size 8192 nbd://x/
+usage_err "attach max-request not a power of two" "invalid --max-request '65537'" attach --max-request 65537 nbd://x/
+# Linux 6.1 keeps the timeout in jiffies in 32 bits: a larger one would wrap to a short one.
+usage_err "attach timeout the kernel would wrap" "invalid --timeout '4294968'" attach --timeout 4294968 nbd://x/
+usage_err "run volume granularity below a page" "invalid volume granularity '512'" \
+	run --volume 'name=a,granularity=512,uri=nbd://x/' -- true
+usage_err "run volume block size not a power of two" "invalid volume block-size '1000'" \
+	run --volume 'name=a,block-size=1000,uri=nbd://x/' -- true
+usage_err "run volume TLS URI" "kernel cannot speak TLS" run --volume 'name=a,uri=nbds://x/' -- true
+usage_err "run volume not an NBD URI" "unsupported URI scheme" run --volume 'name=a,uri=/tmp/file' -- true
+usage_err "run timeout the kernel would wrap" "invalid --timeout '4294968'" \
+	run --timeout 4294968 --volume 'name=a,uri=nbd://x/' -- true
+out=$("$NBDATTACH" discard http://x/ 0 65536 2>&1); rc=$?
+[ "$rc" -eq 1 ] && [ "$out" = "nbdattach: cannot discard on 'http://x/': unsupported URI scheme (expected nbd://, nbd+unix:// or nbd+vsock://)" ] &&
+	pass "discard refuses a non-NBD URI" || fail "discard refuses a non-NBD URI" "rc=$rc $out"
 usage_err "attach two URIs" "too many arguments" attach nbd://a/ nbd://b/
 usage_err "detach nothing" "give either DEVICE or --tag" detach
 usage_err "detach both" "give either DEVICE or --tag" detach /dev/nbd0 --tag x

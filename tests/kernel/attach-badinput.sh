@@ -101,3 +101,12 @@ expect_refused "nbds:// URI" "nbds+unix:///disk?socket=$tmp/a.sock"
 expect_refused "invalid tag" --tag '../x' "$(qnbd_uri "$tmp/a.sock")"
 expect_refused "unknown option" --frobnicate "$(qnbd_uri "$tmp/a.sock")"
 expect_refused "connections without multi-conn" --connections 2 "nbd+unix:///?socket=$tmp/plain.sock"
+# The caller learns the device only from attach's output: when it cannot be written, the
+# device must not stay behind, nobody's.
+out=$("$NBDATTACH" attach "$(qnbd_uri "$tmp/a.sock")" 2>&1 >/dev/full); rc=$?
+expect_eq "output to a full disk: exit 1 ($out)" 1 "$rc"
+case "$out" in "nbdattach: cannot attach "*"standard output: No space left on device") pass "output to a full disk: one line" ;;
+	*) fail "output to a full disk: one line" "$out" ;; esac
+udevadm settle
+expect_eq "output to a full disk: no device connected" 0 "$(connected)"
+expect_eq "output to a full disk: no state" "" "$(find /run/nbdattach/devices /run/nbdattach/udev /run/nbdattach/claims -type f 2>/dev/null)"
