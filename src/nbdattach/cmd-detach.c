@@ -84,6 +84,11 @@ static int detach_one(const struct detach_opts *o, uint32_t index)
 		log_error("cannot detach '/dev/nbd%" PRIu32 "': %s; stop using it first", index, why);
 		return EXIT_FAIL;
 	}
+	if (r < 0) {
+		log_error("cannot detach '/dev/nbd%" PRIu32 "': cannot tell whether it is in use: %s",
+			  index, strerror(-r));
+		return EXIT_FAIL;
+	}
 	/* --force on a foreign device: whatever it carries; ours: only while it still is. */
 	r = teardown_device(index, i.ours ? i.backend : NULL, 0, o->udev_timeout_ms, NULL);
 	if (r == -ESTALE) {

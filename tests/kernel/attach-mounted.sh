@@ -22,4 +22,17 @@ case "$out" in *"$tmp/mnt"*) pass "message names the mountpoint ($out)" ;; *) fa
 check "device still connected" test -e "/sys/block/${dev#/dev/}/pid"
 expect_eq "data intact" hello "$(cat "$tmp/mnt/file")"
 check "unmount" umount "$tmp/mnt"
+
+# Mounted in another mount namespace only (a provider under unshare -m): not in ours.
+unshare -m sh -c "mount '$dev' '$tmp/mnt' && echo mounted > '$tmp/ns' && exec sleep 600" &
+nspid=$!
+defer "kill $nspid 2>/dev/null"
+wait_for_file "$tmp/ns"
+check_fails "not mounted in our namespace" grep -q "$tmp/mnt" /proc/self/mountinfo
+out=$("$NBDATTACH" detach "$dev" 2>&1); rc=$?
+expect_eq "detach refuses a device mounted in another namespace ($out)" 1 "$rc"
+case "$out" in *"in use (mounted in another mount namespace"*) pass "message says why" ;;
+	*) fail "message says why" "$out" ;; esac
+check "device still connected" test -e "/sys/block/${dev#/dev/}/pid"
+kill "$nspid"; wait "$nspid" 2>/dev/null
 check "detach works after unmount" "$NBDATTACH" detach "$dev"
