@@ -19,6 +19,7 @@
 #include "fault.h"
 #include "handshake.h"
 #include "netlink.h"
+#include "ownership.h"
 #include "runs.h"
 #include "teardown.h"
 #include "udev.h"
@@ -84,12 +85,12 @@ static int wait_udev(const struct attach_req *o, struct udev_wait *w, const stru
 	int r;
 
 	snprintf(sysname, sizeof(sysname), "nbd%" PRIu32, s->index);
-	r = udev_wait_change(w, sysname, o->udev_timeout_ms, &seen);
+	r = udev_wait_change(w, sysname, s->identifier, o->udev_timeout_ms, &seen);
 	if (r < 0 || (seen & want) == want)
 		return r;
 	r = dev_trigger_change(s->index);
 	if (r >= 0)
-		r = udev_wait_change(w, sysname, o->udev_timeout_ms, &seen);
+		r = udev_wait_change(w, sysname, s->identifier, o->udev_timeout_ms, &seen);
 	if (r >= 0)
 		*ret_unrecognised = (seen & want) != want;
 	return r;
@@ -168,19 +169,30 @@ static int write_claim(const struct attach_req *o, const char *id)
 	return claim_write(getpid(), &c);
 }
 
-/* Claims of helpers that died while attaching (SIGKILL between claim and CONNECT): udev would
- * take a later device connected by a process that happens to reuse such a pid for ours on its
- * first event. Their devices, if any, are unjournaled and left to cleanup. Under the lock. */
-static void forget_dead_claims(void)
+/* Records udev would read for the wrong device, removed under the lock before CONNECT:
+ * - claims of helpers that died while attaching (SIGKILL between claim and CONNECT): udev would
+ *   take a device connected by a process reusing such a pid for ours on its first event (their
+ *   devices, if any, are unjournaled and left to cleanup);
+ * - udev records of devices no longer connected with their identifier (detached behind our
+ *   back): the kernel's first event for the minor we are about to get comes before our record
+ *   replaces it, and udev would give our device the old tag and name. */
+static void forget_stale_records(void)
 {
-	_cleanup_free_ uint32_t *pids = NULL;
+	_cleanup_free_ uint32_t *pids = NULL, *devs = NULL;
+	struct dev_info i;
+	struct claim c;
 	size_t n = 0;
 
-	if (claim_list(&pids, &n) < 0)
-		return;
-	for (size_t k = 0; k < n; k++)
-		if ((pid_t)pids[k] != getpid() && !helper_alive((pid_t)pids[k], claim_time((pid_t)pids[k])))
-			claim_remove((pid_t)pids[k]);
+	if (claim_list(&pids, &n) == 0)
+		for (size_t k = 0; k < n; k++)
+			if ((pid_t)pids[k] != getpid() &&
+			    !helper_alive((pid_t)pids[k], claim_time((pid_t)pids[k])))
+				claim_remove((pid_t)pids[k]);
+	if (udev_record_list(&devs, &n) == 0)
+		for (size_t k = 0; k < n; k++)
+			if (udev_record_read(devs[k], &c) < 0 || dev_info_get(devs[k], &i) < 0 ||
+			    !i.started || strcmp(i.backend, c.identifier))
+				udev_record_remove(devs[k]);
 }
 
 static int connected(const struct attach_req *o, struct udev_wait *w, int *lock, struct attach_result *res,
@@ -228,7 +240,7 @@ int attach_device(const struct attach_req *o, struct attach_result *ret, const c
 	if (r >= 0 && (r = state_lock(&lock)) < 0)
 		*ret_what = "cannot lock the state directory";
 	if (r >= 0)
-		forget_dead_claims();
+		forget_stale_records();
 	fault_point("connect", o->name);
 	if (r >= 0 && (r = do_connect(o, &hs, id, &index)) < 0)
 		*ret_what = r == -EBUSY ? "no free nbd device" : "kernel refused CONNECT";

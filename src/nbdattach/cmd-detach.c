@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "cleanup.h"
+#include "claims.h"
 #include "cmd-util.h"
 #include "commands.h"
 #include "log.h"
@@ -69,8 +70,10 @@ static int detach_one(const struct detach_opts *o, uint32_t index)
 
 		/* A stale record, unless an attach has connected the minor since we looked. */
 		(void)state_lock(&lock);
-		if (dev_info_get(index, &i) == 0 && !i.started)
+		if (dev_info_get(index, &i) == 0 && !i.started) {
 			state_remove(index);
+			udev_record_remove(index);
+		}
 		log_error("cannot detach '/dev/nbd%" PRIu32 "': not connected", index);
 		return EXIT_FAIL;
 	}

@@ -70,7 +70,7 @@ int teardown_device(uint32_t index, const char *identifier, unsigned flags, int 
 	}
 	state_unlock(&lock);
 	if (w && rd == 0)
-		rw = udev_wait_change(w, sysname, timeout_ms, NULL);
+		rw = udev_wait_change(w, sysname, NULL, timeout_ms, NULL);
 	udev_wait_free(w);
 	if (ret_udev_timedout)
 		*ret_udev_timedout = r == 0 && rw < 0;

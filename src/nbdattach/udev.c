@@ -99,20 +99,24 @@ static bool prop_set(struct udev_device *d, const char *key)
 	return v && *v;
 }
 
-/* What our rules (udev/60-nbdattach.rules) made of the event. */
-static unsigned seen_of(struct udev_device *d)
+/* What our rules (udev/60-nbdattach.rules) made of the event. The tag and name count only
+ * when they come from IDENTIFIER's record: the rules import whatever record the minor has. */
+static unsigned seen_of(struct udev_device *d, const char *identifier)
 {
 	unsigned seen = 0;
 	const char *v = udev_device_get_property_value(d, "NBDATTACH");
+	const char *id = udev_device_get_property_value(d, "NBDATTACH_ID");
 
 	if (v && !strcmp(v, "1"))
 		seen |= UDEV_SAW_OURS;
-	if (prop_set(d, "NBDATTACH_TAG") && prop_set(d, "NBDATTACH_NAME"))
+	if (prop_set(d, "NBDATTACH_TAG") && prop_set(d, "NBDATTACH_NAME") &&
+	    (!identifier || (id && !strcmp(id, identifier))))
 		seen |= UDEV_SAW_LINK;
 	return seen;
 }
 
-int udev_wait_change(struct udev_wait *w, const char *sysname, int timeout_ms, unsigned *ret_seen)
+int udev_wait_change(struct udev_wait *w, const char *sysname, const char *identifier,
+		     int timeout_ms, unsigned *ret_seen)
 {
 	int64_t deadline = now_ms() + timeout_ms;
 	struct pollfd p = { .fd = udev_monitor_get_fd(w->mon), .events = POLLIN };
@@ -138,7 +142,7 @@ int udev_wait_change(struct udev_wait *w, const char *sysname, int timeout_ms, u
 			/* A later wait on the same subscription wants a newer event. */
 			w->seqnum = udev_device_get_seqnum(d);
 			if (ret_seen)
-				*ret_seen = seen_of(d);
+				*ret_seen = seen_of(d, identifier);
 			return 0;
 		}
 	}

@@ -170,3 +170,26 @@ check_fails "the claim under a non-helper's pid is gone" test -e "/run/nbdattach
 check "detach it" "$NBDATTACH" detach "$dev"
 udevadm settle
 expect_eq "state directory empty after the dead claims" "" "$(state_files)"
+
+# --- a udev record left for a minor that is no longer connected (detached behind our back)
+# must not give the next device on that minor its old tag and name.
+for k in 0 1 2 3; do
+	[ -e "/sys/block/nbd$k/pid" ] && continue
+	printf 'NBDATTACH_ID=nbdattach:old:stale:0123456789abcdef0123456789abcdef\nNBDATTACH_TAG=old\nNBDATTACH_NAME=stale\n' \
+		> "/run/nbdattach/udev/nbd$k"
+done
+dev=$("$NBDATTACH" attach --tag clean --name s9 "nbd+unix:///disk?socket=$tmp/s3.sock")
+check "attach with stale udev records around" test -b "$dev"
+check "its own link" test -e /dev/nbdattach/clean/s9
+check_fails "no link from the stale record" test -e /dev/nbdattach/old/stale
+check_fails "the stale records are gone" grep -qs 'NBDATTACH_TAG=old' /run/nbdattach/udev/nbd0 \
+	/run/nbdattach/udev/nbd1 /run/nbdattach/udev/nbd2 /run/nbdattach/udev/nbd3
+check "detach it" "$NBDATTACH" detach "$dev"
+udevadm settle
+expect_eq "state directory empty after the stale records" "" "$(state_files)"
+# detach of a minor that is not connected drops both of its records.
+for k in 0 1 2 3; do [ -e "/sys/block/nbd$k/pid" ] || break; done
+printf 'NBDATTACH_ID=nbdattach:old:stale:0123456789abcdef0123456789abcdef\nNBDATTACH_TAG=old\nNBDATTACH_NAME=stale\n' \
+	> "/run/nbdattach/udev/nbd$k"
+check_fails "detach of an unconnected minor fails" "$NBDATTACH" detach "/dev/nbd$k"
+check_fails "and drops its udev record" test -e "/run/nbdattach/udev/nbd$k"
