@@ -18,6 +18,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -93,9 +94,33 @@ static int write_all(int fd, const char *s, size_t len)
 		ssize_t n = write(fd, s, len);
 		if (n < 0 && errno == EINTR)
 			continue;
+		if (n == 0)
+			errno = EIO;
 		if (n <= 0)
 			return -1;
 		s += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+/*
+ * Like write_all, at file offset off, with pwrite or (reading) pread: a short pwrite is a disk
+ * that filled up half-way (the next call fails with the reason), a short pread reached the
+ * end of the device. Neither is the whole region, so neither may be acknowledged.
+ */
+static int pio_all(int fd, char *buf, size_t len, off_t off, bool writing)
+{
+	while (len) {
+		ssize_t n = writing ? pwrite(fd, buf, len, off) : pread(fd, buf, len, off);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n == 0)
+			errno = writing ? EIO : ENODATA;
+		if (n <= 0)
+			return -1;
+		buf += n;
+		off += n;
 		len -= (size_t)n;
 	}
 	return 0;
@@ -124,14 +149,13 @@ static int acks(int fd, const char *name, uint64_t off, uint64_t len)
 	return 0;
 }
 
-/* Copies [off, off+len) from the device into the image. */
+/* Copies [off, off+len) from the device into the image: all of it, or fails. */
 static int copy_region(int dev, int img, char *buf, uint64_t off, uint64_t len, uint64_t *bytes)
 {
 	while (len) {
 		size_t n = len < BUF_SIZE ? (size_t)len : BUF_SIZE;
-		ssize_t r = pread(dev, buf, n, (off_t)off);
 
-		if (r != (ssize_t)n || pwrite(img, buf, n, (off_t)off) != (ssize_t)n)
+		if (pio_all(dev, buf, n, (off_t)off, false) < 0 || pio_all(img, buf, n, (off_t)off, true) < 0)
 			return -1;
 		*bytes += n;
 		off += n;
@@ -181,8 +205,11 @@ static int backup_volume(const struct volume *v, const char *outdir, int ack_fd,
 	}
 	snprintf(line, sizeof(line), "end %" PRIu64 " %" PRIu64 "\n", n, bytes);
 	fputs(line, mapf);
-	if (fsync(img) < 0)
+	if (fflush(mapf) != 0 || fsync(img) < 0) {
+		fprintf(stderr, "provider: %s: cannot write the backup: %s\n", v->name, strerror(errno));
 		e = -1;
+		goto out;
+	}
 	printf("provider: %s: %" PRIu64 " regions, %" PRIu64 " bytes read from %s\n", v->name, n, bytes, v->device);
 out:
 	if (mapf && fclose(mapf) != 0)

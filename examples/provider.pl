@@ -12,11 +12,13 @@
 # incomplete backup must never look complete.
 use strict;
 use warnings;
+use Errno qw(EINTR);
 use Fcntl qw(O_RDONLY O_WRONLY O_CREAT O_TRUNC SEEK_SET);
 use IO::Handle;
 use JSON::PP;
 
 my $CHUNK = 4 * 1024 * 1024;
+my $TRUNC = 'map truncated before its trailer';
 my @CRC;
 for my $i (0 .. 255) {
     my $c = $i;
@@ -30,40 +32,64 @@ sub crc32c {
     return $reg;
 }
 
+# A pipe returns what it has so far: read until $n bytes have come. sysread and syswrite fail
+# with EINTR when a signal handler ran; they are simply called again.
 sub read_exact {
-    my ($fh, $n) = @_;
+    my ($fh, $n, $eof) = @_;
     my $buf = '';
     while (length($buf) < $n) {
         my $got = sysread($fh, $buf, $n - length($buf), length($buf));
-        die "map truncated before its trailer\n" if !$got;
+        next if !defined $got && $! == EINTR;
+        die "read: $!\n" if !defined $got;
+        die "$eof\n" if !$got;
     }
     return $buf;
 }
 
-# Calls $cb->(offset, length) for each region; dies unless the trailer verifies.
+# A write may store less than asked (a disk full half-way): write the rest, or die.
+sub write_all {
+    my ($fh, $buf, $what) = @_;
+    for (my $done = 0; $done < length($buf);) {
+        my $n = syswrite($fh, $buf, length($buf) - $done, $done);
+        next if !defined $n && $! == EINTR;
+        die "$what: $!\n" if !defined $n;
+        $done += $n;
+    }
+}
+
+# Calls $cb->(offset, length) for each region; dies unless the whole map verifies, with the
+# checks of libregionmap's reader (regionmap(5)).
 sub each_region {
     my ($fh, $cb) = @_;
-    my $head = read_exact($fh, 48);
+    my $head = read_exact($fh, 48, $TRUNC);
     die "bad map magic\n" if substr($head, 0, 8) ne "RGNMAP\r\n";
-    my ($version, $flags, $size, $gran, undef, $ctxlen) = unpack('L< L< Q< Q< Q< S<', substr($head, 8));
-    die "bad map header\n" if $version != 1 || ($flags & ~1) || !$size || $ctxlen > 1024;
-    my $ctx = read_exact($fh, ($ctxlen + 15) & ~15);
+    my ($version, $flags, $size, $gran, $hcount, $ctxlen) = unpack('L< L< Q< Q< Q< S<', substr($head, 8));
+    die "bad map header\n" if $version != 1 || ($flags & ~1) || !$size || $ctxlen > 1024
+        || substr($head, 42) =~ /[^\0]/;
+    die "bad map granularity $gran\n" if !$gran || ($gran & ($gran - 1)) || $gran > 1 << 30;
+    my $ctx = read_exact($fh, ($ctxlen + 15) & ~15, $TRUNC);
+    die "bad map context\n" if substr($ctx, 0, $ctxlen) =~ /[^\x20-\x7e]/ || substr($ctx, $ctxlen) =~ /[^\0]/;
     my $reg = crc32c(0xffffffff, substr($head, 0, 32) . ("\xff" x 8) . substr($head, 40) . $ctx);
     my ($end, $count, $total) = (0, 0, 0);
-    while (1) {
-        my $rec = read_exact($fh, 16);
-        if (substr($rec, 0, 8) eq ("\xff" x 8)) {
-            my ($tcount, $ttotal, $tcrc, $zero) = unpack('Q< Q< L< L<', read_exact($fh, 24));
-            die "bad map trailer\n" if substr($rec, 8) ne 'RGNMAPTR'
-                || $tcount != $count || $ttotal != $total || $tcrc != ($reg ^ 0xffffffff) || $zero;
-            return;
-        }
+    my $rec;
+    while (substr($rec = read_exact($fh, 16, $TRUNC), 0, 8) ne ("\xff" x 8)) {
         my ($off, $len) = unpack('Q< Q<', $rec);
-        die "bad map record $off+$len\n" if !$len || $off + $len > $size || ($count && $off <= $end);
+        # Aligned, except that the last region may end at an unaligned export size; sorted,
+        # neither overlapping nor touching; a FULL map is the one region {0, size}.
+        die "bad map record $off+$len\n" if !$len || $len > $size || $off > $size - $len
+            || ($off & ($gran - 1)) || (($len & ($gran - 1)) && $off + $len != $size)
+            || ($count && $off <= $end) || (($flags & 1) && ($off || $len != $size));
         $reg = crc32c($reg, $rec);
         ($end, $count, $total) = ($off + $len, $count + 1, $total + $len);
         $cb->($off, $len);
     }
+    my ($tcount, $ttotal, $tcrc, $zero) = unpack('Q< Q< L< L<', read_exact($fh, 24, $TRUNC));
+    die "bad map trailer\n" if substr($rec, 8) ne 'RGNMAPTR' || $tcount != $count || $ttotal != $total
+        || $tcrc != ($reg ^ 0xffffffff) || $zero || ($hcount != ~0 && $hcount != $count);
+    die "FULL map without its one region\n" if ($flags & 1) && $count != 1;
+    my $got; # nothing may follow the trailer
+    do { $got = sysread($fh, my $more, 1) } while !defined $got && $! == EINTR;
+    die defined $got ? "data after the map trailer\n" : "read: $!\n" if !defined $got || $got;
 }
 
 sub backup_volume {
@@ -80,11 +106,12 @@ sub backup_volume {
         for (my $done = 0; $done < $len; $done += $CHUNK) {
             my $piece = $len - $done < $CHUNK ? $len - $done : $CHUNK;
             sysseek($dev, $off + $done, SEEK_SET) or die "seek: $!\n";
-            my $buf = read_exact($dev, $piece);
+            my $buf = read_exact($dev, $piece, "$vol->{device} ends early");
             sysseek($img, $off + $done, SEEK_SET) or die "seek: $!\n";
-            syswrite($img, $buf) == $piece or die "write: $!\n";
+            write_all($img, $buf, "$name.img");
         }
-        syswrite($ack, "$name $off $len\n") or die "ack: $!\n" if !$ENV{PROVIDER_NO_ACK};
+        # Only now is the region all written.
+        write_all($ack, "$name $off $len\n", 'ack') if !$ENV{PROVIDER_NO_ACK};
         print $list "$off $len\n";
         ($n, $bytes) = ($n + 1, $bytes + $len);
     });

@@ -17,6 +17,8 @@ import sys
 
 MAGIC = b"RGNMAP\r\n"
 TRAILER = b"\xff" * 8 + b"RGNMAPTR"
+FULL = 1
+UNKNOWN = (1 << 64) - 1
 CHUNK = 4 << 20
 
 
@@ -43,7 +45,9 @@ class MapError(Exception):
     pass
 
 
+# Python retries os.read, os.write and os.pwrite itself when a signal interrupts them (PEP 475).
 def read_exact(fd, n):
+    """A pipe returns what it has so far: read until n bytes have come."""
     out = b""
     while len(out) < n:
         b = os.read(fd, n - len(out))
@@ -53,32 +57,56 @@ def read_exact(fd, n):
     return out
 
 
+def write_all(fd, data, off=None):
+    """Writes all of data at file offset off (at the fd's position if None), or raises: a write
+    may store less than asked (a disk full half-way), and the rest must not be lost silently."""
+    data = memoryview(data)
+    while data:
+        n = os.write(fd, data) if off is None else os.pwrite(fd, data, off)
+        data = data[n:]
+        if off is not None:
+            off += n
+
+
 def regions(fd):
-    """Yields (offset, length) and raises MapError unless the trailer verifies."""
+    """Yields (offset, length) and raises MapError unless the whole map verifies, with the
+    checks of libregionmap's reader (regionmap(5))."""
     head = read_exact(fd, 48)
     if head[:8] != MAGIC:
         raise MapError("bad magic")
-    version, flags, size, gran, _count, ctxlen = struct.unpack_from("<IIQQQH", head, 8)
-    if version != 1 or flags & ~1 or size == 0 or ctxlen > 1024:
+    version, flags, size, gran, hcount, ctxlen = struct.unpack_from("<IIQQQH", head, 8)
+    if version != 1 or flags & ~FULL or size == 0 or ctxlen > 1024 or any(head[42:48]):
         raise MapError("bad header")
+    if gran == 0 or gran & (gran - 1) or gran > 1 << 30:
+        raise MapError("bad granularity %d" % gran)
     ctx = read_exact(fd, (ctxlen + 15) & ~15)
+    if any(c < 0x20 or c > 0x7E for c in ctx[:ctxlen]) or any(ctx[ctxlen:]):
+        raise MapError("bad context")
     # The checksum covers the header as streamed, with the count unknown.
     reg = crc32c(0xFFFFFFFF, head[:32] + b"\xff" * 8 + head[40:] + ctx)
     end = count = total = 0
     while True:
         rec = read_exact(fd, 16)
         if rec[:8] == TRAILER[:8]:
-            tcount, ttotal, tcrc, zero = struct.unpack("<QQII", read_exact(fd, 24))
-            if rec[8:] != TRAILER[8:] or tcount != count or ttotal != total or \
-                    tcrc != reg ^ 0xFFFFFFFF or zero:
-                raise MapError("bad trailer")
-            return
+            break
         off, length = struct.unpack("<QQ", rec)
-        if length == 0 or off + length > size or (count and off <= end):
+        # Aligned, except that the last region may end at an unaligned export size; sorted,
+        # neither overlapping nor touching; a FULL map is the one region {0, size}.
+        if length == 0 or off + length > size or off % gran or \
+                (length % gran and off + length != size) or (count and off <= end) or \
+                (flags & FULL and (off, length) != (0, size)):
             raise MapError("bad record %d+%d" % (off, length))
         reg = crc32c(reg, rec)
         end, count, total = off + length, count + 1, total + length
         yield off, length
+    tcount, ttotal, tcrc, zero = struct.unpack("<QQII", read_exact(fd, 24))
+    if rec[8:] != TRAILER[8:] or tcount != count or ttotal != total or \
+            tcrc != reg ^ 0xFFFFFFFF or zero or hcount not in (UNKNOWN, count):
+        raise MapError("bad trailer")
+    if flags & FULL and count != 1:
+        raise MapError("FULL map without its one region")
+    if os.read(fd, 1):
+        raise MapError("data after the trailer")
 
 
 def backup(vol, outdir, ack):
@@ -96,10 +124,10 @@ def backup(vol, outdir, ack):
                 view = memoryview(buf)[:piece]
                 if os.preadv(dev, [view], off + done) != piece:
                     raise OSError("short read at %d" % (off + done))
-                os.pwrite(img, view, off + done)
+                write_all(img, view, off + done)
                 done += piece
-            if not os.environ.get("PROVIDER_NO_ACK"):
-                os.write(ack, ("%s %d %d\n" % (name, off, length)).encode())
+            if not os.environ.get("PROVIDER_NO_ACK"):  # only now is the region all written
+                write_all(ack, ("%s %d %d\n" % (name, off, length)).encode())
             mapf.write("%d %d\n" % (off, length))
             n, nbytes = n + 1, nbytes + length
         mapf.write("end %d %d\n" % (n, nbytes))
