@@ -59,8 +59,9 @@ static int64_t now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* A death between attach and our subscription sent its LINK_DEAD to nobody: ask the server. */
-static bool died_before_start(const struct monitor *m)
+/* A death between attach and our subscription, or while events were being dropped, sent its
+ * LINK_DEAD to nobody: ask the server. */
+static bool server_gone(const struct monitor *m)
 {
 	struct dev_info i;
 
@@ -77,7 +78,7 @@ static int watch(struct monitor *m, struct nbd_nl_events *ev, struct udev_wait *
 
 	for (;;) {
 		int64_t left;
-		int timeout;
+		int timeout, r;
 
 		if (m->dead && deadline < 0)
 			deadline = now_ms() + (int64_t)m->dead_conn_timeout * 1000;
@@ -88,7 +89,10 @@ static int watch(struct monitor *m, struct nbd_nl_events *ev, struct udev_wait *
 		timeout = deadline < 0 ? -1 : left <= 0 ? 0 : left > 60000 ? 60000 : (int)left;
 		if (poll(p, 2, timeout) < 0 && errno != EINTR)
 			return -errno;
-		if (nbd_nl_events_read(ev) < 0)
+		r = nbd_nl_events_read(ev);
+		if (r == -ENOBUFS && !m->dead && server_gone(m))
+			m->dead = true;
+		else if (r < 0 && r != -ENOBUFS)
 			return -EIO;
 		if (udev_wait_drain(uw, m->sysname) > 0 && !still_ours(m))
 			return 0; /* detached (by anyone): nothing left to watch */
@@ -104,7 +108,7 @@ static int monitor(struct monitor *m)
 	if (r >= 0)
 		r = udev_wait_new(&uw);
 	if (r >= 0 && still_ours(m)) {
-		if (died_before_start(m))
+		if (server_gone(m))
 			m->dead = true;
 		r = watch(m, ev, uw);
 	}

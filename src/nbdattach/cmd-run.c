@@ -28,6 +28,7 @@
 #include "cmd-util.h"
 #include "commands.h"
 #include "devices.h"
+#include "handshake.h"
 #include "json.h"
 #include "log.h"
 #include "netlink.h"
@@ -381,6 +382,20 @@ static void on_link_dead(void *opaque, uint32_t index)
 	}
 }
 
+/* Events were dropped (the socket's buffer overran): a LINK_DEAD among them would never come
+ * again, so ask each volume's server whether it is still there. */
+static void read_link_events(struct run *run)
+{
+	if (nbd_nl_events_read(run->ev) != -ENOBUFS)
+		return;
+	for (unsigned i = 0; i < run->o.n; i++) {
+		struct volume *v = &run->o.vol[i];
+
+		if (v->attached && !v->dead && hs_server_gone(v->uri, 5000))
+			on_link_dead(run, v->st.index);
+	}
+}
+
 static void forward_signal(struct run *run, int sig)
 {
 	run->interrupted = true;
@@ -478,7 +493,7 @@ static void dispatch(struct run *run, const struct pollfd *p)
 	if (p[P_SIG].revents)
 		read_signals(run);
 	if (p[P_NL].revents)
-		nbd_nl_events_read(run->ev);
+		read_link_events(run);
 	for (unsigned i = 0; i < run->o.n; i++) /* also when not reported: the trim timeout */
 		volume_trim_dispatch(&run->o.vol[i], p[P_TRIM0 + i].revents);
 	if (p[P_ACK].revents || ack_ready(run))

@@ -272,6 +272,10 @@ int nbd_nl_events_open(nbd_nl_link_dead_fn fn, void *opaque, struct nbd_nl_event
 	}
 	if (r >= 0)
 		r = nl_socket_set_nonblocking(e->sk);
+	/* Room for many LINK_DEADs at once (every device of a dead server); an overrun is still
+	 * reported, as -ENOBUFS from nbd_nl_events_read(). */
+	if (r >= 0)
+		(void)nl_socket_set_buffer_size(e->sk, 1 << 20, 0);
 	if (r >= 0)
 		r = nl_socket_modify_cb(e->sk, NL_CB_VALID, NL_CB_CUSTOM, on_event, e);
 	if (r < 0) {
@@ -294,6 +298,10 @@ int nbd_nl_events_read(struct nbd_nl_events *e)
 
 		if (r == -NLE_AGAIN)
 			return 0;
+		/* libnl reports the socket's ENOBUFS (events dropped: the receive buffer overran,
+		 * likely when many links die at once) as NLE_NOMEM; the socket stays usable. */
+		if (r == -NLE_NOMEM)
+			return -ENOBUFS;
 		if (r < 0)
 			return nle_to_errno(r);
 	}

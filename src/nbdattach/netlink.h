@@ -36,7 +36,8 @@ struct nbd_nl_events;
 int nbd_nl_events_open(nbd_nl_link_dead_fn fn, void *opaque, struct nbd_nl_events **ret);
 /* Non-blocking socket to poll for POLLIN. */
 int nbd_nl_events_fd(const struct nbd_nl_events *e);
-/* Handles every pending message, calling the callback for each LINK_DEAD. */
+/* Handles every pending message, calling the callback for each LINK_DEAD; -ENOBUFS when the
+ * kernel dropped events (the socket stays usable: the caller must find out what it missed). */
 int nbd_nl_events_read(struct nbd_nl_events *e);
 void nbd_nl_events_free(struct nbd_nl_events *e);
 
