@@ -61,6 +61,8 @@ static int start_monitor(const struct attach_req *o, struct state_rec *s)
 	char dev[32], dct[24];
 	char *argv[] = { "nbdattach", "monitor", "--identifier", s->identifier,
 			 "--dead-conn-timeout", dct, dev, NULL };
+	_cleanup_(state_unlock) int lock = -1;
+	struct state_rec cur;
 	pid_t pid;
 	int r;
 
@@ -71,6 +73,13 @@ static int start_monitor(const struct attach_req *o, struct state_rec *s)
 		return r;
 	s->pid = pid;
 	snprintf(s->owner, sizeof(s->owner), "attach");
+	/* Only over our own entry: the device may have been detached, and the minor journaled by
+	 * another attach, since we last held the lock. */
+	r = state_lock(&lock);
+	if (r < 0)
+		return r;
+	if (state_read(s->index, &cur) < 0 || strcmp(cur.identifier, s->identifier))
+		return -ESTALE;
 	return state_write(s);
 }
 

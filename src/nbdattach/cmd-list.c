@@ -54,8 +54,10 @@ int cmd_list(int argc, char **argv)
 		return EXIT_USAGE;
 	}
 	r = dev_list_indices(&v, &n);
-	if (r < 0)
-		n = 0; /* no /sys/block nbd devices: an empty list */
+	if (r < 0) { /* no nbd devices is an empty list; this is /sys/block itself failing */
+		log_error("cannot list nbd devices: %s", strerror(-r));
+		return EXIT_FAIL;
+	}
 	if (json)
 		printf("[");
 	for (size_t k = 0; k < n; k++) {

@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /* nbdattach status DEVICE. Exit: 0 connected and ours, 3 not connected (or no such device),
  * 4 connected but not nbdattach's, 1 error, 2 usage. */
+#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "commands.h"
 #include "log.h"
@@ -15,6 +17,7 @@ int cmd_status(int argc, char **argv)
 {
 	struct dev_info i;
 	uint32_t index;
+	int r;
 
 	if (argc != 2) {
 		log_usage("status: expected exactly one DEVICE");
@@ -24,7 +27,12 @@ int cmd_status(int argc, char **argv)
 		log_usage("status: '%s' is not an nbd device (expected /dev/nbdN or nbdN)", argv[1]);
 		return EXIT_USAGE;
 	}
-	if (dev_info_get(index, &i) < 0 || !i.started) {
+	r = dev_info_get(index, &i);
+	if (r < 0 && r != -ENOENT) {
+		log_error("cannot read the status of '/dev/nbd%" PRIu32 "': %s", index, strerror(-r));
+		return EXIT_FAIL;
+	}
+	if (r < 0 || !i.started) {
 		printf("/dev/nbd%" PRIu32 ": not connected\n", index);
 		return EXIT_NOT_CONNECTED;
 	}

@@ -12,19 +12,37 @@
 #include "teardown.h"
 #include "udev.h"
 
+/* The queue settings attach made, as read before restoring the device's own. */
+struct queue {
+	bool saved;
+	uint32_t ours_ra, ours_max; /* KiB */
+};
+
 /* Puts back the queue settings attach changed, while the device is still connected to us:
  * once disconnected, the minor may already belong to someone else's next CONNECT. */
-static void restore_queue(uint32_t index)
+static void restore_queue(uint32_t index, struct queue *q)
 {
 	struct state_rec s;
 	char backend[DEV_ID_MAX + 2];
 
 	if (state_read(index, &s) < 0 || !s.saved_queue ||
-	    dev_read_attr(index, "backend", backend, sizeof(backend)) < 0 || strcmp(backend, s.identifier))
+	    dev_read_attr(index, "backend", backend, sizeof(backend)) < 0 || strcmp(backend, s.identifier) ||
+	    dev_get_queue(index, &q->ours_ra, &q->ours_max) < 0)
 		return;
+	q->saved = true;
 	/* Best effort: failing to restore a tuning knob must not keep the device attached. */
 	(void)dev_set_read_ahead(index, s.saved_read_ahead_kb);
 	(void)dev_set_max_request(index, (uint64_t)s.saved_max_sectors_kb * 1024);
+}
+
+/* DISCONNECT failed and the device stays ours: without read-ahead 0 and the one-granule cap,
+ * its reads would leave the dirty regions, or span copied and uncopied clusters. */
+static void reapply_queue(uint32_t index, const struct queue *q)
+{
+	if (!q->saved)
+		return;
+	(void)dev_set_read_ahead(index, q->ours_ra);
+	(void)dev_set_max_request(index, (uint64_t)q->ours_max * 1024);
 }
 
 /* Under the lock: is INDEX still the device we mean to tear down? */
@@ -47,6 +65,7 @@ int teardown_device(uint32_t index, const char *identifier, unsigned flags, int 
 	_cleanup_(state_unlock) int lock = -1;
 	struct udev_wait *w = NULL;
 	char sysname[32], backend[DEV_ID_MAX + 2];
+	struct queue q = { 0 };
 	int r, rd, rw = -EAGAIN;
 
 	snprintf(sysname, sizeof(sysname), "nbd%" PRIu32, index);
@@ -59,8 +78,10 @@ int teardown_device(uint32_t index, const char *identifier, unsigned flags, int 
 	/* Subscribe first: the kernel emits the "change" event inside DISCONNECT's teardown. */
 	if (udev_wait_new(&w) < 0)
 		w = NULL;
-	restore_queue(index);
+	restore_queue(index, &q);
 	r = rd = nbd_nl_disconnect(index);
+	if (rd < 0)
+		reapply_queue(index, &q);
 	/* Only our own records go, and before the lock does: the next CONNECT may pick this
 	 * minor as soon as it is released, and journal it under the same name. */
 	if (r == 0 && backend[0]) {
