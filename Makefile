@@ -85,10 +85,12 @@ $(BUILD)/nbdattach: $(BUILD)/obj/nbdattach/main.o $(LIBNA_A) $(LIBRM_A)
 	$(say) LD $@
 	$(Q)$(CC) $(CFLAGS) -Wl,-z,relro,-z,now -o $@ $^ $(PKG_LIBS)
 
+# Also at install time: the prefix given to make install is the one that counts.
+PC_SUBST = sed -e 's|@PREFIX@|$(PREFIX)|; s|@LIBDIR@|$(LIBDIR)|; s|@INCLUDEDIR@|$(INCLUDEDIR)|; s|@VERSION@|$(VERSION)|'
 $(BUILD)/regionmap.pc: src/regionmap/regionmap.pc.in Makefile
 	$(say) GEN $@
 	@mkdir -p $(@D)
-	$(Q)sed -e 's|@PREFIX@|$(PREFIX)|; s|@LIBDIR@|$(LIBDIR)|; s|@INCLUDEDIR@|$(INCLUDEDIR)|; s|@VERSION@|$(VERSION)|' $< > $@
+	$(Q)$(PC_SUBST) $< > $@
 
 # Unit tests, test helpers, benchmarks and examples link the library and nbdattach's internals.
 $(BUILD)/tests/unit/%: tests/unit/%.c $(LIBNA_A) $(LIBRM_A)
@@ -151,7 +153,10 @@ install: all
 	install -m 0755 $(LIBRM_SO) $(DESTDIR)$(LIBDIR)/
 	ln -sf libregionmap.so.$(SOVERSION) $(DESTDIR)$(LIBDIR)/libregionmap.so
 	install -m 0644 src/regionmap/regionmap.h $(DESTDIR)$(INCLUDEDIR)/
-	install -m 0644 $(BUILD)/regionmap.pc $(DESTDIR)$(PKGCONFIGDIR)/
+	$(PC_SUBST) src/regionmap/regionmap.pc.in \
+		> $(DESTDIR)$(PKGCONFIGDIR)/regionmap.pc.tmp && \
+		chmod 0644 $(DESTDIR)$(PKGCONFIGDIR)/regionmap.pc.tmp && \
+		mv $(DESTDIR)$(PKGCONFIGDIR)/regionmap.pc.tmp $(DESTDIR)$(PKGCONFIGDIR)/regionmap.pc
 	for r in udev/*.rules; do [ -e "$$r" ] || continue; \
 		sed 's|@BINDIR@|$(BINDIR)|g' "$$r" > $(DESTDIR)$(UDEVRULESDIR)/$${r##*/}.tmp && \
 		chmod 0644 $(DESTDIR)$(UDEVRULESDIR)/$${r##*/}.tmp && \
