@@ -1,0 +1,91 @@
+#!/bin/bash
+# attach's options against real servers: no TRIM/WRITE_ZEROES ever reaches the kernel (discards
+# go through nbdattach, aligned), --read-only, --no-monitor, --connections with multi-conn,
+# --timeout (a request that times out fails and the device is released), detach --force.
+. "$(dirname "$0")/../lib.sh"
+in_vm || { skip "attach-options" "runs only inside the test VM"; exit 0; }
+
+tmp=$(mktmpdir)
+connected() { test -e "/sys/block/${1#/dev/}/pid"; }
+head -c $((8 << 20)) /dev/urandom > "$tmp/disk.raw"
+cp "$tmp/disk.raw" "$tmp/orig.raw"
+
+# A writable export that offers TRIM and WRITE_ZEROES.
+qemu-nbd --fork --persistent --shared=8 --format=raw --discard=unmap --pid-file="$tmp/w.pid" \
+	--socket="$tmp/w.sock" --export-name=disk "$tmp/disk.raw" || fail "qemu-nbd (writable) starts"
+defer "kill \$(cat '$tmp/w.pid')"
+wait_for_file "$tmp/w.sock"
+uri="nbd+unix:///disk?socket=$tmp/w.sock"
+check "the server offers TRIM" sh -c "nbdinfo --json '$uri' | grep -q '\"can_trim\": true'"
+
+dev=$("$NBDATTACH" attach "$uri")
+check "attach a writable export" test -b "$dev"
+q=/sys/block/${dev#/dev/}/queue
+expect_eq "the kernel never gets TRIM (discard_max_bytes)" 0 "$(cat "$q/discard_max_bytes")"
+expect_eq "nor WRITE_ZEROES (write_zeroes_max_bytes)" 0 "$(cat "$q/write_zeroes_max_bytes")"
+check_fails "blkdiscard on the device fails" blkdiscard -o 0 -l 65536 "$dev"
+cmp -s "$tmp/disk.raw" "$tmp/orig.raw" && pass "the image is untouched by the refused discard" ||
+	fail "the image is untouched by the refused discard"
+check "writes go through" dd if=/dev/zero of="$dev" bs=64k count=1 seek=3 oflag=direct status=none
+expect_eq "and land in the image" "$(head -c 65536 /dev/zero | md5sum)" \
+	"$(dd if="$tmp/disk.raw" bs=64k skip=3 count=1 status=none | md5sum)"
+check "detach" "$NBDATTACH" detach "$dev"
+
+# --read-only on a writable export.
+dev=$("$NBDATTACH" attach --read-only "$uri")
+check "attach --read-only" test -b "$dev"
+expect_eq "the device is read-only" 1 "$(blockdev --getro "$dev")"
+check_fails "a write fails" dd if=/dev/zero of="$dev" bs=4k count=1 oflag=direct status=none
+check "detach" "$NBDATTACH" detach "$dev"
+
+# --no-monitor: nothing but the device (and its journal entry, owned by the caller).
+dev=$("$NBDATTACH" attach --no-monitor "$uri")
+check "attach --no-monitor" test -b "$dev"
+id=$(cat "/sys/block/${dev#/dev/}/backend")
+check_fails "no monitor runs for it" pgrep -f "nbdattach monitor --identifier $id"
+check "detach" "$NBDATTACH" detach "$dev"
+check_fails "detached" connected "$dev"
+
+# --connections 2: a read-only qemu-nbd export advertises multi-conn.
+qemu-nbd --fork --persistent --shared=8 --read-only --format=raw --pid-file="$tmp/r.pid" \
+	--socket="$tmp/r.sock" --export-name=disk "$tmp/orig.raw" || fail "qemu-nbd (read-only) starts"
+defer "kill \$(cat '$tmp/r.pid')"
+wait_for_file "$tmp/r.sock"
+dev=$("$NBDATTACH" attach --connections 2 "nbd+unix:///disk?socket=$tmp/r.sock")
+check "attach --connections 2" test -b "$dev"
+check "the journal records 2 connections" grep -qx 'connections=2' "/run/nbdattach/devices/${dev#/dev/}"
+if cmp -s <(dd if="$dev" bs=1M iflag=direct status=none) "$tmp/orig.raw"; then
+	pass "a read over 2 connections is byte-exact"
+else
+	fail "a read over 2 connections is byte-exact"
+fi
+check "detach" "$NBDATTACH" detach "$dev"
+
+# --timeout: a server that answers reads only after 30 s. The read fails when its request
+# times out, and the monitor releases the device.
+nbdkit -U "$tmp/slow.sock" -P "$tmp/slow.pid" --filter=delay memory 8M rdelay=30 ||
+	fail "nbdkit (slow reads) starts"
+defer "kill \$(cat '$tmp/slow.pid') 2>/dev/null"
+dev=$("$NBDATTACH" attach --timeout 2 "nbd+unix:///?socket=$tmp/slow.sock")
+check "attach --timeout 2" test -b "$dev"
+t0=$(date +%s)
+check_fails "a read that the server does not answer in time fails" \
+	dd if="$dev" of=/dev/null bs=4k count=1 iflag=direct status=none
+el=$(( $(date +%s) - t0 ))
+[ "$el" -lt 25 ] && pass "it failed after the timeout, not the server's delay (${el} s)" ||
+	fail "it failed after the timeout" "${el} s"
+for i in $(seq 100); do connected "$dev" || break; sleep 0.1; done
+check_fails "the monitor released the device" connected "$dev"
+kernel_log | grep -q "${dev#/dev/}: Connection timed out" && pass "the kernel logged the timeout" ||
+	fail "the kernel logged the timeout" "$(kernel_log | grep "${dev#/dev/}" | tail -n 3)"
+udevadm settle
+expect_eq "no journal entry left" "" "$(ls /run/nbdattach/devices 2>/dev/null)"
+
+# detach --force: a device attached by another tool is refused without it.
+check "nbd-client connects a device" nbd-client -N disk -unix "$tmp/r.sock" /dev/nbd7 -b 4096
+out=$("$NBDATTACH" detach /dev/nbd7 2>&1); rc=$?
+expect_eq "detach refuses another tool's device ($out)" 1 "$rc"
+check "still connected" connected /dev/nbd7
+check "detach --force takes it" "$NBDATTACH" detach --force /dev/nbd7
+udevadm settle
+check_fails "disconnected" connected /dev/nbd7
