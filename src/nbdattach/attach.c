@@ -109,19 +109,25 @@ static int wait_udev(const struct attach_req *o, struct udev_wait *w, const stru
  * down. The queue settings are the minor's previous user's until we change them here (udev's
  * rules leave them alone), journaled first so that detach and cleanup can put them back, and
  * changed before udev's pass so that nothing reads the device with them unset. */
-static int finish_attach(const struct attach_req *o, struct udev_wait *w, int *lock, struct state_rec *s,
-			 const char **what, bool *ret_unrecognised)
+static int finish_attach(const struct attach_req *o, struct udev_wait *w, int *lock,
+			 struct attach_result *res, const char **what)
 {
+	struct state_rec *s = &res->st;
 	char backend[DEV_ID_MAX + 2];
+	uint64_t cap = o->max_request;
 	int r;
 
 	*what = "cannot read the device's queue settings";
-	if (o->bitmap || o->max_request) {
+	if (o->bitmap || o->max_request || res->server_max_request) {
 		r = dev_get_queue(s->index, &s->saved_read_ahead_kb, &s->saved_max_sectors_kb);
 		if (r < 0)
 			return r;
 		s->saved_queue = true;
 	}
+	/* Never more than the server takes; below that, what the caller asked, else the kernel's. */
+	if (res->server_max_request &&
+	    (cap ? cap : (uint64_t)s->saved_max_sectors_kb * 1024) > res->server_max_request)
+		cap = res->server_max_request;
 	*what = "cannot record the device in the state journal";
 	r = state_write(s);
 	if (r < 0)
@@ -131,7 +137,7 @@ static int finish_attach(const struct attach_req *o, struct udev_wait *w, int *l
 	if (r < 0)
 		return r;
 	*what = "cannot set max_sectors_kb";
-	r = o->max_request ? dev_set_max_request(s->index, o->max_request) : 0;
+	r = cap ? dev_set_max_request(s->index, cap) : 0;
 	if (r < 0)
 		return r;
 	*what = "cannot record the device in the state journal";
@@ -141,7 +147,7 @@ static int finish_attach(const struct attach_req *o, struct udev_wait *w, int *l
 	state_unlock(lock); /* on record: others may look at it and tear it down from now on */
 	fault_point("journaled", o->name);
 	*what = "udev did not process the new device in time (see --udev-timeout)";
-	r = wait_udev(o, w, s, ret_unrecognised);
+	r = wait_udev(o, w, s, &res->unrecognised);
 	if (r < 0)
 		return r;
 	*what = "the device does not carry our backend identifier";
@@ -207,7 +213,7 @@ static void forget_stale_records(void)
 static int connected(const struct attach_req *o, struct udev_wait *w, int *lock, struct attach_result *res,
 		     const char **what)
 {
-	int r = finish_attach(o, w, lock, &res->st, what, &res->unrecognised);
+	int r = finish_attach(o, w, lock, res, what);
 
 	if (r < 0) {
 		state_unlock(lock);
@@ -263,6 +269,7 @@ int attach_device(const struct attach_req *o, struct attach_result *ret, const c
 	}
 	res.st.index = index;
 	res.server_flags = hs.server_flags;
+	res.server_max_request = hs.max_request;
 	r = connected(o, w, &lock, &res, ret_what);
 	udev_wait_free(w);
 	if (r == 0)

@@ -27,6 +27,7 @@ struct attach_req {
 struct attach_result {
 	struct state_rec st;      /* as journaled */
 	uint64_t server_flags;
+	uint64_t server_max_request; /* the server's largest request (0: no limit) */
 	bool unrecognised;        /* udev's rules did not recognise the device */
 };
 

@@ -94,6 +94,28 @@ static int choose_block_size(struct nbd_handle *h, uint64_t size, uint64_t want,
 	return 0;
 }
 
+/* The kernel never looks at the server's maximum block size: its requests go up to
+ * max_sectors_kb, which attach lowers to the largest power of two the server takes. The
+ * kernel's smallest cap is a page. */
+static int max_request(struct nbd_handle *h, uint64_t *ret)
+{
+	int64_t max = nbd_get_block_size(h, LIBNBD_SIZE_MAXIMUM);
+	uint64_t p = 1;
+
+	if (max < 0)
+		return fail_nbd("block size");
+	*ret = 0;
+	if (max == 0 || max >= UINT32_MAX) /* none advertised, or 0xffffffff: no limit */
+		return 0;
+	while (p * 2 <= (uint64_t)max)
+		p *= 2;
+	if (p < (uint64_t)sysconf(_SC_PAGESIZE))
+		return fail_msg(EOPNOTSUPP, "server's maximum block size is below the page size, the "
+				"smallest request limit the kernel takes");
+	*ret = p;
+	return 0;
+}
+
 static int check_export(struct nbd_handle *h, const struct hs_request *req, struct hs_result *res)
 {
 	int64_t size = nbd_get_size(h);
@@ -109,6 +131,8 @@ static int check_export(struct nbd_handle *h, const struct hs_request *req, stru
 	if (nbd_get_structured_replies_negotiated(h) != 0)
 		return fail_msg(EPROTO, "structured replies were negotiated on the kernel's connection");
 	r = choose_block_size(h, (uint64_t)size, req->block_size, &res->block_size);
+	if (r == 0)
+		r = max_request(h, &res->max_request);
 	if (r < 0)
 		return r;
 	res->size = (uint64_t)size;

@@ -21,6 +21,7 @@ struct hs_result {
 	uint64_t block_size;
 	uint64_t server_flags;  /* NBD_FLAG_* (transmission flags) */
 	bool read_only;
+	uint64_t max_request;   /* largest request the server takes, a power of two; 0: no limit */
 	unsigned n_fds;
 	int fds[HS_MAX_CONNECTIONS];
 	char export_name[256];
