@@ -236,6 +236,8 @@ int attach_device(const struct attach_req *o, struct attach_result *ret, const c
 
 	*ret_what = NULL;
 	r = nbd_nl_probe();
+	if (r == -EOPNOTSUPP)
+		*ret_what = "the kernel's nbd driver takes no backend identifier (Linux 5.14 or later needed)";
 	if (r < 0)
 		return r;
 	r = hs_negotiate(&req, &hs);

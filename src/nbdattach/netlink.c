@@ -2,6 +2,7 @@
 /* Generic netlink to the nbd driver: CONNECT (kernel-chosen index), DISCONNECT, STATUS. */
 #include <errno.h>
 #include <netlink/genl/ctrl.h>
+#include <netlink/genl/family.h>
 #include <netlink/genl/genl.h>
 #include <netlink/netlink.h>
 #include <linux/nbd.h>
@@ -172,9 +173,25 @@ static int put_connect_attrs(struct nl_msg *msg, const struct nbd_nl_config *c)
 int nbd_nl_probe(void)
 {
 	_cleanup_(nl_socket_freep) struct nl_sock *sk = NULL;
-	int family;
+	struct nl_cache *cache = NULL;
+	struct genl_family *f;
+	int family, max = 0, r;
 
-	return open_family(&sk, &family);
+	r = open_family(&sk, &family);
+	if (r < 0)
+		return r;
+	/* Before 5.14 the driver silently skips NBD_ATTR_BACKEND_IDENTIFIER: a device would be
+	 * connected that nothing can tell is ours, not even our own rollback. */
+	r = genl_ctrl_alloc_cache(sk, &cache);
+	if (r < 0)
+		return nle_to_errno(r);
+	f = genl_ctrl_search_by_name(cache, "nbd");
+	if (f) {
+		max = genl_family_get_maxattr(f);
+		genl_family_put(f);
+	}
+	nl_cache_free(cache);
+	return max >= NBD_ATTR_BACKEND_IDENTIFIER ? 0 : -EOPNOTSUPP;
 }
 
 int nbd_nl_connect(const struct nbd_nl_config *c, uint32_t *ret_index)
