@@ -32,7 +32,8 @@ for p in "${PROVIDERS[@]}"; do
 	label=${p%%:*} prog=${p#*:}
 	mkdir -p "$tmp/$label" "$tmp/$label-cut"
 	NBDATTACH_RUN=$(run_json pipe) "$prog" "$tmp/$label" 3>"$tmp/$label.acks" 4<"$tmp/map.bin" > "$tmp/$label.out" 2>&1
-	expect_eq "$label: exits 0 ($(tail -n 1 "$tmp/$label.out"))" 0 "$?"
+	rc=$?
+	expect_eq "$label: exits 0 ($(tail -n 1 "$tmp/$label.out"))" 0 "$rc"
 	expect_eq "$label: lists the regions" "$((1 << 20)) $((2 * G))
 $((7 << 20)) $G
 end 2 $((3 * G))" "$(cat "$tmp/$label/disk.map")"

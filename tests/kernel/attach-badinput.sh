@@ -85,7 +85,8 @@ expect_refused "size 0" "nbd+unix:///?socket=$tmp/zero.sock"
 # libnbd 1.14 discards a block-size info that is not a power of two, as if none had been sent:
 # the kernel must still only ever get a valid block size, and the device detaches cleanly.
 dev=$("$NBDATTACH" attach --json "nbd+unix:///?socket=$tmp/bs.sock" 2>"$tmp/bs.err")
-expect_eq "server advertising block size 1000: attach gives a device ($(cat "$tmp/bs.err"))" 0 "$?"
+rc=$?
+expect_eq "server advertising block size 1000: attach gives a device ($(cat "$tmp/bs.err"))" 0 "$rc"
 bs=$(printf %s "$dev" | python3 -c 'import json,sys; print(json.load(sys.stdin)["block_size"])' 2>/dev/null)
 case "$bs" in 512|1024|2048|4096) pass "server advertising block size 1000: device block size $bs" ;;
 	*) fail "server advertising block size 1000: device block size valid" "got '$bs'" ;; esac

@@ -42,7 +42,8 @@ for q in /sys/block/nbd*; do
 	[ -e "$q/pid" ] || { echo 256 > "$q/queue/read_ahead_kb"; echo 512 > "$q/queue/max_sectors_kb"; }
 done
 json=$("$NBDATTACH" attach --json --bitmap b0 --tag test --name bm "$(qnbd_uri "$sock")" 2>"$tmp/err")
-expect_eq "attach --bitmap --json exits 0 ($(cat "$tmp/err"))" 0 "$?"
+rc=$?
+expect_eq "attach --bitmap --json exits 0 ($(cat "$tmp/err"))" 0 "$rc"
 dev=$(printf %s "$json" | python3 -c 'import json,sys; print(json.load(sys.stdin)["device"])')
 n=${dev#/dev/nbd}
 defer "'$NBDATTACH' detach '$dev'"

@@ -21,7 +21,8 @@ uri=$(fleece_uri)
 errs0=$(count_io_errors)
 
 dev=$("$NBDATTACH" attach --tag hyg --name snap --bitmap "backup-b0" "$uri" 2>"$tmp/err")
-expect_eq "attach --bitmap succeeds ($(cat "$tmp/err"))" 0 "$?"
+rc=$?
+expect_eq "attach --bitmap succeeds ($(cat "$tmp/err"))" 0 "$rc"
 udevadm settle
 "$NBDATTACH" map "$uri" --bitmap backup-b0 --format text > "$tmp/map" || fail "map the bitmap"
 expect_eq "the map is the three written regions" "$((8 << 20)) $((3 * G))

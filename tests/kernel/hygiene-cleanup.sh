@@ -34,7 +34,10 @@ dd if="$dev" of=/dev/null bs=1M iflag=direct status=none
 kill -STOP "$(cat "$tmp/s1.pid")"
 # A read the server will never answer, then the server dies.
 (dd if="$dev" of=/dev/null bs=4096 count=1 skip=100 iflag=direct status=none; echo "rc=$?" > "$tmp/dd.rc") &
-sleep 1
+# Kill the server only once the kernel has the read in flight (at most 10 s).
+inflight() { local r w; read -r r w < "/sys/block/$n/inflight" && [ "$r" -gt 0 ]; }
+for i in $(seq 100); do inflight && break; sleep 0.1; done
+check "a read is in flight to the stopped server ($(cat "/sys/block/$n/inflight" 2>/dev/null | tr -s ' '))" inflight
 t0=$(date +%s)
 kill -KILL "$(cat "$tmp/s1.pid")"
 for i in $(seq 300); do [ -e "/sys/block/$n/pid" ] || break; sleep 0.1; done

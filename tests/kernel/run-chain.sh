@@ -85,8 +85,9 @@ expect_eq "restore of full + incremental equals the disk when the incremental st
 	"$(sha256sum < "$tmp/expect-inc.raw")" "$(sha256sum < "$tmp/restored.raw")"
 cmp "$tmp/expect-inc.raw" "$tmp/restored.raw" >/dev/null ||
 	echo "restore differs at bytes: $(cmp -l "$tmp/expect-inc.raw" "$tmp/restored.raw" | awk 'NR == 1 { print $1 - 1 } END { print NR " bytes" }' | tr '\n' ' ')"
-live=$(qemu-io -r -f raw -c "read -P 0x61 $((1 << 20)) $((2 * G))" "$(fleece_guest_uri)" | grep -c "read")
-expect_eq "the guest's later write is on the live disk" 1 "$live"
+# qemu-io prints "read N/N bytes" even when the pattern differs: only its status tells.
+check "the guest's later write is on the live disk" \
+	qemu-io -r -f raw -c "read -P 0x61 $((1 << 20)) $((2 * G))" "$(fleece_guest_uri)"
 cmp -s <(dd if="$tmp/restored.raw" bs=$G skip=$((1 << 20 >> 16)) count=2 status=none) \
 	<(python3 -c "import sys; sys.stdout.buffer.write(b'\x41' * $((2 * G)))") &&
 	pass "the guest's later writes did not leak into the backup" || fail "later writes did not leak" "they did"

@@ -24,7 +24,8 @@ done
 SH
 chmod +x "$tmp/acker"
 "$NBDATTACH" run --volume "name=d,uri=nbd+unix:///?socket=$tmp/k.sock" -- "$tmp/acker" 2>"$tmp/acker.err"
-expect_eq "run with unaligned acks exits 0 ($(tail -n 1 "$tmp/acker.err"))" 0 "$?"
+rc=$?
+expect_eq "run with unaligned acks exits 0 ($(tail -n 1 "$tmp/acker.err"))" 0 "$rc"
 # TRIMs are asynchronous: several may be in flight, and nbdkit's threads log them in any order.
 trim_list() {
 	sed -n 's/.* Trim id=[0-9]* offset=\(0x[0-9a-f]*\) count=\(0x[0-9a-f]*\).*/\1 \2/p' "$tmp/k.log" |
@@ -60,7 +61,9 @@ expect_eq "malformed acknowledgement: no TRIM at all" "$before" "$(trim_list)"
 # ends once the TRIM timed out (--timeout), the backup's status is the provider's.
 # One server per case: what a server does with TRIMs it sleeps on when clients go is its own.
 hung_server() {
-	nbdkit -f -U "$tmp/$1.sock" --filter=delay memory 64M delay-trim=1000 2>"$tmp/$1.log" &
+	# The log filter sits above the delay: it logs each TRIM as it arrives, before it hangs.
+	nbdkit -f -U "$tmp/$1.sock" --filter=log --filter=delay memory 64M delay-trim=1000 \
+		logfile="$tmp/$1.trims" 2>"$tmp/$1.log" &
 	defer "kill -9 $!"
 	wait_for_file "$tmp/$1.sock" 30 || fail "hanging nbdkit $1 starts"
 }
@@ -78,8 +81,11 @@ chmod +x "$tmp/hangack"
 timeout 120 "$NBDATTACH" run --timeout 30 --volume "name=h,uri=nbd+unix:///?socket=$tmp/h1.sock" -- \
 	"$tmp/hangack" "$tmp/hang.started" 2>"$tmp/hang.err" &
 pid=$!
-wait_for_file "$tmp/hang.started" 60
-sleep 1 # the TRIMs are on their way and hang
+wait_for_file "$tmp/hang.started" 60 || fail "TRIM hanging: the provider starts"
+# The SIGTERM must come while a TRIM hangs in the server: wait (at most 30 s) until it has one.
+for i in $(seq 300); do grep -q ' Trim id=' "$tmp/h1.trims" 2>/dev/null && break; sleep 0.1; done
+grep -q ' Trim id=' "$tmp/h1.trims" 2>/dev/null && pass "TRIM hanging: the server has a TRIM it does not answer" ||
+	fail "TRIM hanging: the server has a TRIM it does not answer" "none in its log within 30 s"
 t0=$(date +%s)
 kill -TERM "$pid"
 wait "$pid"
@@ -110,7 +116,8 @@ for chunk in 4096 1000 65535; do
 	fleece_start "$tmp" 32M b0 $G || { fail "fleecing fixture starts"; break; }
 	PROVIDER_ACK_CHUNK=$chunk "$NBDATTACH" run --volume "name=disk,bitmap=backup-b0,uri=$(fleece_uri)" -- \
 		"$BUILD/examples/provider" "$tmp/out$chunk" >/dev/null 2>"$tmp/q$chunk.err"
-	expect_eq "acks in $chunk-byte pieces: run exits 0 ($(tail -n 1 "$tmp/q$chunk.err"))" 0 "$?"
+	rc=$?
+	expect_eq "acks in $chunk-byte pieces: run exits 0 ($(tail -n 1 "$tmp/q$chunk.err"))" 0 "$rc"
 	check "acks in $chunk-byte pieces: qemu-storage-daemon still runs" kill -0 "$(cat "$tmp/qsd.pid")"
 	grep -q "discarded $((8 * G)) bytes" "$tmp/q$chunk.err" && pass "acks in $chunk-byte pieces: all 8 granules discarded" ||
 		fail "acks in $chunk-byte pieces: all 8 granules discarded" "$(tail -n 1 "$tmp/q$chunk.err")"
@@ -120,6 +127,13 @@ done
 # The anchor: what one unaligned TRIM does to QEMU 7.2 (so the checks above can fail).
 fleece_start "$tmp" 32M b0 $G || fail "fleecing fixture starts"
 qsd=$(cat "$tmp/qsd.pid")
-"$NBDATTACH" discard --granularity 4096 "$(fleece_uri)" $((1 << 20)) 8192 >/dev/null 2>&1
+"$NBDATTACH" discard --granularity 4096 "$(fleece_uri)" $((1 << 20)) 8192 >/dev/null 2>"$tmp/anchor.err"
+arc=$?
 for i in $(seq 50); do kill -0 "$qsd" 2>/dev/null || break; sleep 0.1; done
-check_fails "anchor: one TRIM of 8 KiB inside a 64 KiB cluster kills qemu-storage-daemon" kill -0 "$qsd"
+# A QEMU without the bug is no failure of nbdattach, but then nothing above can fail: say so.
+if ! kill -0 "$qsd" 2>/dev/null; then
+	pass "anchor: one TRIM of 8 KiB inside a 64 KiB cluster kills qemu-storage-daemon"
+else
+	skip "anchor: one TRIM of 8 KiB inside a 64 KiB cluster kills qemu-storage-daemon" \
+		"the server no longer has the bug: this test's main check (qemu-storage-daemon survives the acks in pieces) can no longer fail (discard exit $arc: $(tail -n 1 "$tmp/anchor.err"))"
+fi

@@ -23,7 +23,12 @@ uri="nbd+unix:///disk?socket=$tmp/q.sock"
 vols=(--volume "name=a,uri=$uri" --volume "name=b,uri=$uri")
 connected() { ls /sys/block/nbd*/pid 2>/dev/null | wc -l; }
 state_files() { find /run/nbdattach -type f 2>/dev/null | tr '\n' ' '; }
-leftovers() { pgrep -f "marker-$1" | tr '\n' ' '; }
+# Without pgrep (procps) every "no child left" check would pass on nothing: fail instead.
+command -v pgrep >/dev/null 2>&1 || fail "pgrep is installed (procps, tests/setup-deps)" "missing: the leftover checks cannot work"
+leftovers() {
+	command -v pgrep >/dev/null 2>&1 || { echo "(pgrep missing: cannot look for leftover processes)"; return; }
+	pgrep -f "marker-$1" | tr '\n' ' '
+}
 # Queue settings run changed (read-ahead 0, one 64 KiB granule per request) and cleanup did not
 # put back: every free minor starts at 256/512 here, a new minor at the kernel's defaults.
 for q in /sys/block/nbd*; do

@@ -27,4 +27,11 @@ expect_eq "max_sectors_kb is one granule" 64 "$(cat "/sys/block/${dev#/dev/}/que
 expect_eq "2 MiB O_DIRECT read through nbdattach's device: the snapshot's data" 44 "$(byte_at "$dev")"
 anchor=$(byte_at /dev/nbd15)
 echo "nbd-client device (max_sectors_kb $(cat /sys/block/nbd15/queue/max_sectors_kb)) returns $anchor"
-expect_eq "anchor: nbd-client's device returns the guest's new data (QEMU 7.2 bug)" 62 "$anchor"
+# A QEMU without the bug (the snapshot's 44) is no failure of nbdattach, but then the check
+# above can no longer fail: say so. Anything else is a broken rig.
+case "$anchor" in
+62) pass "anchor: nbd-client's device returns the guest's new data (QEMU 7.2 bug)" ;;
+44) skip "anchor: nbd-client's device returns the guest's new data (QEMU 7.2 bug)" \
+	"the server no longer has the bug: this test's main check (the snapshot's data through nbdattach's device) can no longer fail" ;;
+*) fail "anchor: nbd-client's device returns the guest's new data (QEMU 7.2 bug)" "read '$anchor' (neither 62 nor 44)" ;;
+esac

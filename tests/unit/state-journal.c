@@ -72,8 +72,10 @@ static void test_lock(void)
 	char dir[] = "/tmp/nbdattach-unit.XXXXXX";
 	int a = -1, b;
 
-	if (!mkdtemp(dir))
+	if (!mkdtemp(dir)) {
+		unit_check(false, "scratch directory created", "mkdtemp %s: %s", dir, strerror(errno));
 		return;
+	}
 	setenv("NBDATTACH_STATE_DIR", dir, 1);
 	expect_int("lock", 0, state_lock(&a));
 	b = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -101,8 +103,10 @@ static void test_roundtrip(void)
 	char dir[] = "/tmp/nbdattach-unit.XXXXXX", link[64], sub[64];
 	struct state_rec w = { .index = 7, .size = 1 << 20, .block_size = 4096, .connections = 2 }, r;
 
-	if (!mkdtemp(dir))
+	if (!mkdtemp(dir)) {
+		unit_check(false, "scratch directory created", "mkdtemp %s: %s", dir, strerror(errno));
 		return;
+	}
 	snprintf(w.identifier, sizeof(w.identifier), "%s", ID);
 	snprintf(w.uri, sizeof(w.uri), "nbd+unix:///d?socket=/x");
 	setenv("NBDATTACH_STATE_DIR", dir, 1);
