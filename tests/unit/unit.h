@@ -35,6 +35,14 @@ static bool unit_check(bool cond, const char *desc, const char *fmt, ...)
 	return cond;
 }
 
+/* A check this machine cannot make, with the reason (counted as skipped, never as passed). */
+__attribute__((unused))
+static void unit_skip(const char *desc, const char *why)
+{
+	printf("skip %s: %s\n", desc, why);
+	fflush(stdout);
+}
+
 /* expect_int("desc", expected, actual): errnos print by name-free number and strerror. */
 __attribute__((unused))
 static bool expect_int(const char *desc, long long expected, long long actual)
