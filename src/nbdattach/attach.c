@@ -3,7 +3,9 @@
  * (the kernel picks the device), journal, wait for udev, verify. Any failure after CONNECT
  * disconnects the device again, so nothing half-attached survives an error. */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -54,21 +56,84 @@ static int fill_state(const struct attach_req *o, const struct hs_result *hs, co
 	return state_format(s, buf, sizeof(buf), &len);
 }
 
+/* LINK_DEADs seen since before CONNECT: a connection that dies while we attach (a request
+ * timed out, the server went away) is reported once, and nobody else is listening yet. */
+struct dead_watch {
+	struct nbd_nl_events *ev;
+	uint32_t *index;
+	size_t n, cap;
+	bool lost;               /* some were dropped: cannot tell */
+};
+
+static void note_dead(void *opaque, uint32_t index)
+{
+	struct dead_watch *d = opaque;
+
+	if (d->n == d->cap) {
+		uint32_t *x = d->cap < 4096 ? realloc(d->index, (d->cap ? 2 * d->cap : 16) * sizeof(*x)) : NULL;
+
+		if (!x) {
+			d->lost = true;
+			return;
+		}
+		d->index = x;
+		d->cap = d->cap ? 2 * d->cap : 16;
+	}
+	d->index[d->n++] = index;
+}
+
+/* Has the device's connection died since before CONNECT? */
+static bool died_while_attaching(struct dead_watch *d, uint32_t index)
+{
+	if (!d->ev || nbd_nl_events_read(d->ev) == -ENOBUFS || d->lost)
+		return false; /* cannot tell: the monitor asks the server itself */
+	for (size_t k = 0; k < d->n; k++)
+		if (d->index[k] == index)
+			return true;
+	return false;
+}
+
+/* Waits for the monitor's byte on FD: it is subscribed to LINK_DEAD from then on. */
+static int wait_ready(int fd, int timeout_ms)
+{
+	struct pollfd p = { .fd = fd, .events = POLLIN };
+	char c;
+	int r;
+
+	do
+		r = poll(&p, 1, timeout_ms);
+	while (r < 0 && errno == EINTR);
+	if (r < 0)
+		return -errno;
+	if (r == 0)
+		return -ETIMEDOUT;
+	return read(fd, &c, 1) == 1 ? 0 : -ECHILD; /* EOF: it died before subscribing */
+}
+
 /* The monitor releases the device when its server dies (the kernel does not); its pid goes
- * into the journal so that cleanup knows it. */
+ * into the journal so that cleanup knows it. Returns once it listens for LINK_DEAD. */
 static int start_monitor(const struct attach_req *o, struct state_rec *s)
 {
 	char dev[32], dct[24];
 	char *argv[] = { "nbdattach", "monitor", "--identifier", s->identifier,
-			 "--dead-conn-timeout", dct, dev, NULL };
+			 "--dead-conn-timeout", dct, "--ready-fd", "3", dev, NULL };
 	_cleanup_(state_unlock) int lock = -1;
+	_cleanup_close_ int rd = -1;
 	struct state_rec cur;
+	struct child_fd fd;
+	int p[2], r;
 	pid_t pid;
-	int r;
 
 	snprintf(dev, sizeof(dev), "nbd%" PRIu32, s->index);
 	snprintf(dct, sizeof(dct), "%" PRIu64, o->dead_conn_timeout);
-	r = child_spawn(self_exe(), argv, NULL, NULL, 0, CHILD_SETSID | CHILD_NULL_STDIO, &pid);
+	if (pipe2(p, O_CLOEXEC) < 0)
+		return -errno;
+	rd = p[0];
+	fd = (struct child_fd){ .from = p[1], .to = 3 };
+	r = child_spawn(self_exe(), argv, NULL, &fd, 1, CHILD_SETSID | CHILD_NULL_STDIO, &pid);
+	close(p[1]);
+	if (r == 0)
+		r = wait_ready(rd, o->udev_timeout_ms);
 	if (r < 0)
 		return r;
 	s->pid = pid;
@@ -109,7 +174,7 @@ static int wait_udev(const struct attach_req *o, struct udev_wait *w, const stru
  * down. The queue settings are the minor's previous user's until we change them here (udev's
  * rules leave them alone), journaled first so that detach and cleanup can put them back, and
  * changed before udev's pass so that nothing reads the device with them unset. */
-static int finish_attach(const struct attach_req *o, struct udev_wait *w, int *lock,
+static int finish_attach(const struct attach_req *o, struct udev_wait *w, struct dead_watch *dw, int *lock,
 			 struct attach_result *res, const char **what)
 {
 	struct state_rec *s = &res->st;
@@ -156,10 +221,14 @@ static int finish_attach(const struct attach_req *o, struct udev_wait *w, int *l
 		return r;
 	if (strcmp(backend, s->identifier))
 		return -EBUSY;
-	if (o->no_monitor)
-		return 0;
-	*what = "cannot start the device's monitor";
-	return start_monitor(o, s);
+	if (!o->no_monitor) {
+		*what = "cannot start the device's monitor";
+		r = start_monitor(o, s);
+		if (r < 0)
+			return r;
+	}
+	*what = "its connection died while attaching (a request timed out, or the server went away)";
+	return died_while_attaching(dw, s->index) ? -ENOTCONN : 0;
 }
 
 static int do_connect(const struct attach_req *o, struct hs_result *hs, const char *id, uint32_t *ret)
@@ -210,10 +279,11 @@ static void forget_stale_records(void)
 				udev_record_remove(devs[k]);
 }
 
-static int connected(const struct attach_req *o, struct udev_wait *w, int *lock, struct attach_result *res,
+static int connected(const struct attach_req *o, struct udev_wait *w, struct dead_watch *dw, int *lock,
+		     struct attach_result *res,
 		     const char **what)
 {
-	int r = finish_attach(o, w, lock, res, what);
+	int r = finish_attach(o, w, dw, lock, res, what);
 
 	if (r < 0) {
 		state_unlock(lock);
@@ -232,6 +302,7 @@ int attach_device(const struct attach_req *o, struct attach_result *ret, const c
 	struct udev_wait *w = NULL;
 	uint32_t index = 0;
 	char id[DEV_ID_MAX];
+	struct dead_watch dw = { 0 };
 	int r, lock = -1;
 
 	*ret_what = NULL;
@@ -254,6 +325,8 @@ int attach_device(const struct attach_req *o, struct attach_result *ret, const c
 		*ret_what = "cannot write its claim in the state directory";
 	if (r >= 0)
 		r = udev_wait_new(&w);
+	if (r >= 0 && nbd_nl_events_open(note_dead, &dw, &dw.ev) < 0)
+		dw.ev = NULL; /* cannot tell then: the monitor asks the server itself */
 	if (r >= 0 && (r = state_lock(&lock)) < 0)
 		*ret_what = "cannot lock the state directory";
 	if (r >= 0)
@@ -267,13 +340,16 @@ int attach_device(const struct attach_req *o, struct attach_result *ret, const c
 		state_unlock(&lock);
 		claim_remove(getpid());
 		udev_wait_free(w);
+		nbd_nl_events_free(dw.ev);
 		return r;
 	}
 	res.st.index = index;
 	res.server_flags = hs.server_flags;
 	res.server_max_request = hs.max_request;
-	r = connected(o, w, &lock, &res, ret_what);
+	r = connected(o, w, &dw, &lock, &res, ret_what);
 	udev_wait_free(w);
+	nbd_nl_events_free(dw.ev);
+	free(dw.index);
 	if (r == 0)
 		*ret = res;
 	return r;

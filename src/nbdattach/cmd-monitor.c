@@ -31,6 +31,7 @@ struct monitor {
 	const char *identifier;
 	uint64_t dead_conn_timeout;
 	int udev_timeout_ms;
+	int ready_fd;            /* attach waits for a byte here: we are subscribed */
 	bool dead;
 	char sysname[32];
 };
@@ -107,6 +108,12 @@ static int monitor(struct monitor *m)
 
 	if (r >= 0)
 		r = udev_wait_new(&uw);
+	/* Subscribed: from now on no LINK_DEAD escapes us, and attach stops watching for us. */
+	if (r >= 0 && m->ready_fd >= 0) {
+		(void)!write(m->ready_fd, "1", 1);
+		close(m->ready_fd);
+		m->ready_fd = -1;
+	}
 	if (r >= 0 && still_ours(m)) {
 		if (server_gone(m))
 			m->dead = true;
@@ -122,9 +129,10 @@ int cmd_monitor(int argc, char **argv)
 	static const struct option lo[] = {
 		{ "identifier", required_argument, NULL, 'i' },
 		{ "dead-conn-timeout", required_argument, NULL, 'D' },
+		{ "ready-fd", required_argument, NULL, 'R' },
 		{ 0 }
 	};
-	struct monitor m = { .udev_timeout_ms = UDEV_TIMEOUT_DEFAULT_MS };
+	struct monitor m = { .udev_timeout_ms = UDEV_TIMEOUT_DEFAULT_MS, .ready_fd = -1 };
 	uint64_t v;
 	int c;
 
@@ -133,6 +141,7 @@ int cmd_monitor(int argc, char **argv)
 		switch (c) {
 		case 'i': m.identifier = optarg; break;
 		case 'D': if (parse_num_opt("--dead-conn-timeout", optarg, 0, 86400 * 365, &v) < 0) return EXIT_USAGE; m.dead_conn_timeout = v; break;
+		case 'R': if (parse_num_opt("--ready-fd", optarg, 3, INT32_MAX, &v) < 0) return EXIT_USAGE; m.ready_fd = (int)v; break;
 		default: usage_bad_option(argv[optind - 1], c); return EXIT_USAGE;
 		}
 	}

@@ -28,6 +28,8 @@ answers NBD_CMD_BLOCK_STATUS with structured replies that are wrong in the way M
   wrong-context   the reply names a context id that was never negotiated
   misaligned      a dirty extent of 4 KiB (granularity 64 KiB)
   slow            like good, on a 1 TiB export, 50 ms per reply: a producer to kill midway
+  hangup          (for attach) closes each connection right after the handshake: the device's
+                  connection dies while it is being attached, and the server is still there
 
 Serves connections one after another until killed. Reads the socket path from argv.
 """
@@ -173,6 +175,8 @@ def block_status(c, handle, offset, length):
 
 def serve(c):
     handshake(c)
+    if MODE == "hangup":
+        return
     requests = 0
     while True:
         magic, _flags, cmd, handle, offset, length = struct.unpack(">IHHQQI", recv_exact(c, 28))

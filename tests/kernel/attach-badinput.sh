@@ -111,3 +111,14 @@ case "$out" in "nbdattach: cannot attach "*"standard output: No space left on de
 udevadm settle
 expect_eq "output to a full disk: no device connected" 0 "$(connected)"
 expect_eq "output to a full disk: no state" "" "$(find /run/nbdattach/devices /run/nbdattach/udev /run/nbdattach/claims -type f 2>/dev/null)"
+# A connection that dies while the device is being attached (the server closes it right after
+# the handshake, and still answers new ones): nobody but attach hears that LINK_DEAD.
+python3 "$TOP/tests/helpers/hostile-nbd.py" "$tmp/hangup.sock" hangup &
+defer "kill $!"
+wait_for_file "$tmp/hangup.sock"
+expect_refused "connection dies while attaching" "nbd+unix:///?socket=$tmp/hangup.sock"
+out=$("$NBDATTACH" attach "nbd+unix:///?socket=$tmp/hangup.sock" 2>&1 >/dev/null)
+case "$out" in *"its connection died while attaching"*) pass "the message says why ($out)" ;;
+	*) fail "the message says why" "$out" ;; esac
+udevadm settle
+expect_eq "connection dies while attaching: no monitor left" "" "$(pgrep -f 'nbdattach monitor' || true)"

@@ -61,13 +61,16 @@ else
 fi
 check "detach" "$NBDATTACH" detach "$dev"
 
-# --timeout: a server that answers reads only after 30 s. The read fails when its request
-# times out, and the monitor releases the device.
-nbdkit -U "$tmp/slow.sock" -P "$tmp/slow.pid" --filter=delay memory 8M rdelay=30 ||
+# --timeout: a server that, once $tmp/slow exists, answers reads only after 30 s (before, a
+# read during attach would time out and fail the attach itself). The read fails when its
+# request times out, and the monitor releases the device.
+nbdkit -U "$tmp/slow.sock" -P "$tmp/slow.pid" eval get_size='echo 8388608' \
+	pread="[ -e '$tmp/slow' ] && sleep 30; dd if=/dev/zero bs=\$3 count=1 status=none" ||
 	fail "nbdkit (slow reads) starts"
 defer "kill \$(cat '$tmp/slow.pid') 2>/dev/null"
 dev=$("$NBDATTACH" attach --timeout 2 "nbd+unix:///?socket=$tmp/slow.sock")
 check "attach --timeout 2" test -b "$dev"
+touch "$tmp/slow"
 t0=$(date +%s)
 check_fails "a read that the server does not answer in time fails" \
 	dd if="$dev" of=/dev/null bs=4k count=1 iflag=direct status=none
