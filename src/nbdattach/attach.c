@@ -3,9 +3,7 @@
  * (the kernel picks the device), journal, wait for udev, verify. Any failure after CONNECT
  * disconnects the device again, so nothing half-attached survives an error. */
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -62,7 +60,7 @@ struct dead_watch {
 	struct nbd_nl_events *ev;
 	uint32_t *index;
 	size_t n, cap;
-	bool lost;               /* some were dropped: cannot tell */
+	bool lost;               /* some were dropped: cannot tell, and the monitor must ask */
 };
 
 static void note_dead(void *opaque, uint32_t index)
@@ -85,55 +83,42 @@ static void note_dead(void *opaque, uint32_t index)
 /* Has the device's connection died since before CONNECT? */
 static bool died_while_attaching(struct dead_watch *d, uint32_t index)
 {
-	if (!d->ev || nbd_nl_events_read(d->ev) == -ENOBUFS || d->lost)
-		return false; /* cannot tell: the monitor asks the server itself */
+	if (d->ev && nbd_nl_events_read(d->ev) == -ENOBUFS)
+		d->lost = true;
+	if (!d->ev || d->lost)
+		return false; /* cannot tell: the monitor subscribes itself and asks the server */
 	for (size_t k = 0; k < d->n; k++)
 		if (d->index[k] == index)
 			return true;
 	return false;
 }
 
-/* Waits for the monitor's byte on FD: it is subscribed to LINK_DEAD from then on. */
-static int wait_ready(int fd, int timeout_ms)
-{
-	struct pollfd p = { .fd = fd, .events = POLLIN };
-	char c;
-	int r;
-
-	do
-		r = poll(&p, 1, timeout_ms);
-	while (r < 0 && errno == EINTR);
-	if (r < 0)
-		return -errno;
-	if (r == 0)
-		return -ETIMEDOUT;
-	return read(fd, &c, 1) == 1 ? 0 : -ECHILD; /* EOF: it died before subscribing */
-}
-
 /* The monitor releases the device when its server dies (the kernel does not); its pid goes
- * into the journal so that cleanup knows it. Returns once it listens for LINK_DEAD. */
-static int start_monitor(const struct attach_req *o, struct state_rec *s)
+ * into the journal so that cleanup knows it. It takes over our subscription to LINK_DEAD, so
+ * that none falls between the two. */
+static int start_monitor(const struct attach_req *o, struct state_rec *s, const struct dead_watch *dw)
 {
 	char dev[32], dct[24];
-	char *argv[] = { "nbdattach", "monitor", "--identifier", s->identifier,
-			 "--dead-conn-timeout", dct, "--ready-fd", "3", dev, NULL };
+	char *argv[10] = { "nbdattach", "monitor", "--identifier", s->identifier,
+			   "--dead-conn-timeout", dct };
 	_cleanup_(state_unlock) int lock = -1;
-	_cleanup_close_ int rd = -1;
+	bool hand_over = dw->ev && !dw->lost;
+	struct child_fd fd = { .from = hand_over ? nbd_nl_events_fd(dw->ev) : -1, .to = 3 };
 	struct state_rec cur;
-	struct child_fd fd;
-	int p[2], r;
+	size_t n = 6;
 	pid_t pid;
+	int r;
 
 	snprintf(dev, sizeof(dev), "nbd%" PRIu32, s->index);
 	snprintf(dct, sizeof(dct), "%" PRIu64, o->dead_conn_timeout);
-	if (pipe2(p, O_CLOEXEC) < 0)
-		return -errno;
-	rd = p[0];
-	fd = (struct child_fd){ .from = p[1], .to = 3 };
-	r = child_spawn(self_exe(), argv, NULL, &fd, 1, CHILD_SETSID | CHILD_NULL_STDIO, &pid);
-	close(p[1]);
-	if (r == 0)
-		r = wait_ready(rd, o->udev_timeout_ms);
+	if (hand_over) {
+		argv[n++] = "--events-fd";
+		argv[n++] = "3";
+	}
+	argv[n++] = dev;
+	argv[n] = NULL;
+	r = child_spawn(self_exe(), argv, NULL, hand_over ? &fd : NULL, hand_over ? 1 : 0,
+			CHILD_SETSID | CHILD_NULL_STDIO, &pid);
 	if (r < 0)
 		return r;
 	s->pid = pid;
@@ -221,14 +206,13 @@ static int finish_attach(const struct attach_req *o, struct udev_wait *w, struct
 		return r;
 	if (strcmp(backend, s->identifier))
 		return -EBUSY;
-	if (!o->no_monitor) {
-		*what = "cannot start the device's monitor";
-		r = start_monitor(o, s);
-		if (r < 0)
-			return r;
-	}
 	*what = "its connection died while attaching (a request timed out, or the server went away)";
-	return died_while_attaching(dw, s->index) ? -ENOTCONN : 0;
+	if (died_while_attaching(dw, s->index))
+		return -ENOTCONN;
+	if (o->no_monitor)
+		return 0;
+	*what = "cannot start the device's monitor";
+	return start_monitor(o, s, dw);
 }
 
 static int do_connect(const struct attach_req *o, struct hs_result *hs, const char *id, uint32_t *ret)
@@ -279,6 +263,20 @@ static void forget_stale_records(void)
 				udev_record_remove(devs[k]);
 }
 
+/* Before 5.14 the driver skips NBD_ATTR_BACKEND_IDENTIFIER without an error, and the kernel
+ * creates the backend file inside CONNECT: without it, nothing (not even our own rollback,
+ * which disconnects only a device carrying our identifier) could tell the device is ours.
+ * Under the lock, right after CONNECT: disconnect it by index. */
+static int check_identifier(uint32_t index, const char *id)
+{
+	char backend[DEV_ID_MAX + 2];
+
+	if (dev_read_attr(index, "backend", backend, sizeof(backend)) == 0 && !strcmp(backend, id))
+		return 0;
+	(void)nbd_nl_disconnect(index);
+	return -EOPNOTSUPP;
+}
+
 static int connected(const struct attach_req *o, struct udev_wait *w, struct dead_watch *dw, int *lock,
 		     struct attach_result *res,
 		     const char **what)
@@ -307,8 +305,6 @@ int attach_device(const struct attach_req *o, struct attach_result *ret, const c
 
 	*ret_what = NULL;
 	r = nbd_nl_probe();
-	if (r == -EOPNOTSUPP)
-		*ret_what = "the kernel's nbd driver takes no backend identifier (Linux 5.14 or later needed)";
 	if (r < 0)
 		return r;
 	r = hs_negotiate(&req, &hs);
@@ -334,6 +330,8 @@ int attach_device(const struct attach_req *o, struct attach_result *ret, const c
 	fault_point("connect", o->name);
 	if (r >= 0 && (r = do_connect(o, &hs, id, &index)) < 0)
 		*ret_what = r == -EBUSY ? "no free nbd device" : "kernel refused CONNECT";
+	if (r >= 0 && (r = check_identifier(index, id)) < 0)
+		*ret_what = "the kernel's nbd driver ignores backend identifiers (Linux 5.14 or later needed)";
 	hs_result_close(&hs); /* the kernel holds its own references now */
 	fault_point("connected", o->name);
 	if (r < 0) {

@@ -31,7 +31,7 @@ struct monitor {
 	const char *identifier;
 	uint64_t dead_conn_timeout;
 	int udev_timeout_ms;
-	int ready_fd;            /* attach waits for a byte here: we are subscribed */
+	int events_fd;           /* attach's subscription to LINK_DEAD, handed over */
 	bool dead;
 	char sysname[32];
 };
@@ -104,18 +104,15 @@ static int monitor(struct monitor *m)
 {
 	struct nbd_nl_events *ev = NULL;
 	struct udev_wait *uw = NULL;
-	int r = nbd_nl_events_open(on_link_dead, m, &ev);
+	/* attach's own subscription, from before CONNECT: every LINK_DEAD since is queued on it.
+	 * Started by hand, we subscribe now and ask the server about what came before. */
+	int r = m->events_fd >= 0 ? nbd_nl_events_adopt(m->events_fd, on_link_dead, m, &ev)
+				  : nbd_nl_events_open(on_link_dead, m, &ev);
 
 	if (r >= 0)
 		r = udev_wait_new(&uw);
-	/* Subscribed: from now on no LINK_DEAD escapes us, and attach stops watching for us. */
-	if (r >= 0 && m->ready_fd >= 0) {
-		(void)!write(m->ready_fd, "1", 1);
-		close(m->ready_fd);
-		m->ready_fd = -1;
-	}
 	if (r >= 0 && still_ours(m)) {
-		if (server_gone(m))
+		if (m->events_fd < 0 && server_gone(m))
 			m->dead = true;
 		r = watch(m, ev, uw);
 	}
@@ -129,10 +126,10 @@ int cmd_monitor(int argc, char **argv)
 	static const struct option lo[] = {
 		{ "identifier", required_argument, NULL, 'i' },
 		{ "dead-conn-timeout", required_argument, NULL, 'D' },
-		{ "ready-fd", required_argument, NULL, 'R' },
+		{ "events-fd", required_argument, NULL, 'E' },
 		{ 0 }
 	};
-	struct monitor m = { .udev_timeout_ms = UDEV_TIMEOUT_DEFAULT_MS, .ready_fd = -1 };
+	struct monitor m = { .udev_timeout_ms = UDEV_TIMEOUT_DEFAULT_MS, .events_fd = -1 };
 	uint64_t v;
 	int c;
 
@@ -141,7 +138,7 @@ int cmd_monitor(int argc, char **argv)
 		switch (c) {
 		case 'i': m.identifier = optarg; break;
 		case 'D': if (parse_num_opt("--dead-conn-timeout", optarg, 0, 86400 * 365, &v) < 0) return EXIT_USAGE; m.dead_conn_timeout = v; break;
-		case 'R': if (parse_num_opt("--ready-fd", optarg, 3, INT32_MAX, &v) < 0) return EXIT_USAGE; m.ready_fd = (int)v; break;
+		case 'E': if (parse_num_opt("--events-fd", optarg, 3, INT32_MAX, &v) < 0) return EXIT_USAGE; m.events_fd = (int)v; break;
 		default: usage_bad_option(argv[optind - 1], c); return EXIT_USAGE;
 		}
 	}

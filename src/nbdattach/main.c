@@ -34,7 +34,7 @@ static const struct command commands[] = {
 			  "        [--granularity BYTES] [--output FILE|--output-fd N]" },
 	{ "discard", cmd_discard, "discard [--granularity G] DEVICE|URI OFFSET LENGTH" },
 	{ "cleanup", cmd_cleanup, "cleanup [--device DEVICE] [--udev-timeout S] [--probe-timeout S]" },
-	{ "monitor", cmd_monitor, "monitor [--dead-conn-timeout S] [--ready-fd FD] --identifier ID DEVICE (started by attach)" },
+	{ "monitor", cmd_monitor, "monitor [--dead-conn-timeout S] [--events-fd FD] --identifier ID DEVICE (started by attach)" },
 	{ "version", cmd_version, "version" },
 };
 

@@ -2,7 +2,6 @@
 /* Generic netlink to the nbd driver: CONNECT (kernel-chosen index), DISCONNECT, STATUS. */
 #include <errno.h>
 #include <netlink/genl/ctrl.h>
-#include <netlink/genl/family.h>
 #include <netlink/genl/genl.h>
 #include <netlink/netlink.h>
 #include <linux/nbd.h>
@@ -173,25 +172,9 @@ static int put_connect_attrs(struct nl_msg *msg, const struct nbd_nl_config *c)
 int nbd_nl_probe(void)
 {
 	_cleanup_(nl_socket_freep) struct nl_sock *sk = NULL;
-	struct nl_cache *cache = NULL;
-	struct genl_family *f;
-	int family, max = 0, r;
+	int family;
 
-	r = open_family(&sk, &family);
-	if (r < 0)
-		return r;
-	/* Before 5.14 the driver silently skips NBD_ATTR_BACKEND_IDENTIFIER: a device would be
-	 * connected that nothing can tell is ours, not even our own rollback. */
-	r = genl_ctrl_alloc_cache(sk, &cache);
-	if (r < 0)
-		return nle_to_errno(r);
-	f = genl_ctrl_search_by_name(cache, "nbd");
-	if (f) {
-		max = genl_family_get_maxattr(f);
-		genl_family_put(f);
-	}
-	nl_cache_free(cache);
-	return max >= NBD_ATTR_BACKEND_IDENTIFIER ? 0 : -EOPNOTSUPP;
+	return open_family(&sk, &family);
 }
 
 int nbd_nl_connect(const struct nbd_nl_config *c, uint32_t *ret_index)
@@ -267,7 +250,8 @@ void nbd_nl_events_free(struct nbd_nl_events *e)
 	free(e);
 }
 
-int nbd_nl_events_open(nbd_nl_link_dead_fn fn, void *opaque, struct nbd_nl_events **ret)
+/* A subscribed socket (FD >= 0: adopted, already subscribed; else a new one) as events. */
+static int events_new(int fd, nbd_nl_link_dead_fn fn, void *opaque, struct nbd_nl_events **ret)
 {
 	struct nbd_nl_events *e = calloc(1, sizeof(*e));
 	int r, grp;
@@ -282,17 +266,21 @@ int nbd_nl_events_open(nbd_nl_link_dead_fn fn, void *opaque, struct nbd_nl_event
 		return -ENOMEM;
 	}
 	nl_socket_disable_seq_check(e->sk); /* multicast messages carry no sequence of ours */
-	r = genl_connect(e->sk);
-	if (r >= 0) {
-		grp = genl_ctrl_resolve_grp(e->sk, "nbd", "nbd_mc_group");
-		r = grp < 0 ? grp : nl_socket_add_membership(e->sk, grp);
+	if (fd >= 0) {
+		r = nl_socket_set_fd(e->sk, NETLINK_GENERIC, fd); /* closed with the socket from now */
+	} else {
+		r = genl_connect(e->sk);
+		if (r >= 0) {
+			grp = genl_ctrl_resolve_grp(e->sk, "nbd", "nbd_mc_group");
+			r = grp < 0 ? grp : nl_socket_add_membership(e->sk, grp);
+		}
+		/* Room for many LINK_DEADs at once (every device of a dead server); an overrun is
+		 * still reported, as -ENOBUFS from nbd_nl_events_read(). */
+		if (r >= 0)
+			(void)nl_socket_set_buffer_size(e->sk, 1 << 20, 0);
 	}
 	if (r >= 0)
 		r = nl_socket_set_nonblocking(e->sk);
-	/* Room for many LINK_DEADs at once (every device of a dead server); an overrun is still
-	 * reported, as -ENOBUFS from nbd_nl_events_read(). */
-	if (r >= 0)
-		(void)nl_socket_set_buffer_size(e->sk, 1 << 20, 0);
 	if (r >= 0)
 		r = nl_socket_modify_cb(e->sk, NL_CB_VALID, NL_CB_CUSTOM, on_event, e);
 	if (r < 0) {
@@ -301,6 +289,18 @@ int nbd_nl_events_open(nbd_nl_link_dead_fn fn, void *opaque, struct nbd_nl_event
 	}
 	*ret = e;
 	return 0;
+}
+
+int nbd_nl_events_open(nbd_nl_link_dead_fn fn, void *opaque, struct nbd_nl_events **ret)
+{
+	return events_new(-1, fn, opaque, ret);
+}
+
+int nbd_nl_events_adopt(int fd, nbd_nl_link_dead_fn fn, void *opaque, struct nbd_nl_events **ret)
+{
+	if (fd < 0)
+		return -EBADF;
+	return events_new(fd, fn, opaque, ret);
 }
 
 int nbd_nl_events_fd(const struct nbd_nl_events *e)

@@ -34,6 +34,9 @@ int nbd_nl_disconnect(uint32_t index);
 typedef void (*nbd_nl_link_dead_fn)(void *opaque, uint32_t index);
 struct nbd_nl_events;
 int nbd_nl_events_open(nbd_nl_link_dead_fn fn, void *opaque, struct nbd_nl_events **ret);
+/* The same over FD, a socket subscribed by nbd_nl_events_open() in another process (handed
+ * over, so that no event falls between two subscriptions); FD is closed with the events. */
+int nbd_nl_events_adopt(int fd, nbd_nl_link_dead_fn fn, void *opaque, struct nbd_nl_events **ret);
 /* Non-blocking socket to poll for POLLIN. */
 int nbd_nl_events_fd(const struct nbd_nl_events *e);
 /* Handles every pending message, calling the callback for each LINK_DEAD; -ENOBUFS when the
