@@ -259,7 +259,7 @@ static void forget_stale_records(void)
 	if (udev_record_list(&devs, &n) == 0)
 		for (size_t k = 0; k < n; k++)
 			if (udev_record_read(devs[k], &c) < 0 || dev_info_get(devs[k], &i) < 0 ||
-			    !i.started || strcmp(i.backend, c.identifier))
+			    !dev_info_carries(&i, c.identifier))
 				udev_record_remove(devs[k]);
 }
 

@@ -38,7 +38,7 @@ struct cleanup_opts {
 
 static bool live(const struct dev_info *i, bool have_dev, const char *identifier)
 {
-	return have_dev && i->started && !strcmp(i->backend, identifier);
+	return have_dev && dev_info_carries(i, identifier);
 }
 
 /* Drops the journal entry and udev record of INDEX unless the device they describe is there.

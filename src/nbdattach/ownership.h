@@ -5,6 +5,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "devices.h"
 #include "state.h"
@@ -22,5 +23,11 @@ struct dev_info {
 
 /* Fills INFO for device INDEX; -ENOENT when the kernel has no such device. */
 int dev_info_get(uint32_t index, struct dev_info *ret);
+
+/* Is the device connected and carrying IDENTIFIER (so that a record naming it is live)? */
+static inline bool dev_info_carries(const struct dev_info *i, const char *identifier)
+{
+	return i->started && !strcmp(i->backend, identifier);
+}
 
 #endif
