@@ -67,10 +67,8 @@ static int parse_opts(int argc, char **argv, struct attach_opts *o)
 		case 'D': if (parse_num_opt("--dead-conn-timeout", optarg, 0, 86400 * 365, &v) < 0) return -EINVAL; o->req.dead_conn_timeout = v; break;
 		case 'U': if (parse_num_opt("--udev-timeout", optarg, 1, 3600, &v) < 0) return -EINVAL; o->req.udev_timeout_ms = (int)v * 1000; break;
 		case 'B':
-			if (!*optarg || strlen(optarg) > 200 || strpbrk(optarg, "\n\r\t ")) {
-				log_usage("invalid --bitmap name '%s'", optarg);
+			if (parse_bitmap_opt("--bitmap name", optarg) < 0)
 				return -EINVAL;
-			}
 			o->req.bitmap = optarg;
 			break;
 		default: return usage_bad_option(argv[optind - 1], c);

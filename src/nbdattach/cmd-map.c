@@ -23,6 +23,7 @@
 #include "commands.h"
 #include "log.h"
 #include "regionmap.h"
+#include "state.h"
 
 enum map_format { FMT_BINARY, FMT_TEXT, FMT_NBDINFO };
 
@@ -227,13 +228,9 @@ static int parse_format(const char *arg, enum map_format *ret)
 
 static int parse_bitmap(const char *arg)
 {
-	/* QEMU bitmap names are at most 1023 bytes; the context must fit REGIONMAP_CONTEXT_MAX. */
-	if (!*arg || strlen(arg) + strlen(BITMAP_PREFIX) > REGIONMAP_CONTEXT_MAX ||
-	    strpbrk(arg, "\n\r")) {
-		log_usage("invalid --bitmap name '%s'", arg);
-		return -EINVAL;
-	}
-	return 0;
+	_Static_assert(sizeof(BITMAP_PREFIX) - 1 + BITMAP_NAME_MAX == REGIONMAP_CONTEXT_MAX,
+		       "a map's context holds the longest bitmap name");
+	return parse_bitmap_opt("--bitmap name", arg);
 }
 
 static int parse_opt(struct map_opts *o, int c, const char *arg, bool *full)

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 #include <errno.h>
 #include <getopt.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -9,6 +10,7 @@
 #include "commands.h"
 #include "log.h"
 #include "netlink.h"
+#include "state.h"
 
 /* Decimal digits only, no sign, no space, within [MIN, MAX]. */
 static bool parse_in_range(const char *arg, uint64_t min, uint64_t max, uint64_t *ret)
@@ -63,6 +65,22 @@ const char *uri_unsupported(const char *uri)
 	if (strncmp(uri, "nbd://", 6) && strncmp(uri, "nbd+unix://", 11) && strncmp(uri, "nbd+vsock://", 12))
 		return "unsupported URI scheme (expected nbd://, nbd+unix:// or nbd+vsock://)";
 	return NULL;
+}
+
+int parse_bitmap_opt(const char *opt, const char *arg)
+{
+	size_t n = strlen(arg);
+	bool ok = n > 0 && n <= BITMAP_NAME_MAX;
+
+	for (size_t i = 0; ok && i < n; i++)
+		ok = (unsigned char)arg[i] >= 0x20 && arg[i] != 0x7f;
+	if (!ok) {
+		/* The name itself is not echoed: it may be a kilobyte of terminal escapes. */
+		log_usage("invalid %s (expected 1 to %u bytes without control characters)", opt,
+			  BITMAP_NAME_MAX);
+		return -EINVAL;
+	}
+	return 0;
 }
 
 int usage_bad_label(const char *opt, const char *arg)

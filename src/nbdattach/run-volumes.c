@@ -44,10 +44,8 @@ static int spec_value(struct volume *v, const char *key, const char *val)
 			return usage_bad_label("volume name", val);
 		snprintf(v->name, sizeof(v->name), "%s", val);
 	} else if (!strcmp(key, "bitmap")) {
-		if (!*val || strlen(val) >= sizeof(v->bitmap) || strpbrk(val, "\n\r\t ")) {
-			log_usage("invalid volume bitmap '%s'", val);
+		if (parse_bitmap_opt("volume bitmap name", val) < 0)
 			return -EINVAL;
-		}
 		snprintf(v->bitmap, sizeof(v->bitmap), "%s", strcmp(val, "full") ? val : "");
 	} else if (!strcmp(key, "granularity")) {
 		/* Requests are capped at one granule, and the kernel's smallest cap is a page. */
@@ -71,12 +69,16 @@ static int spec_value(struct volume *v, const char *key, const char *val)
 
 int volume_parse(const char *spec, struct volume *v)
 {
-	char buf[512];
+	/* Room for the longest of everything: name, bitmap name, a journaled URI, the numbers. */
+	char buf[4096];
 	char *p = buf;
+
+	_Static_assert(sizeof(buf) > 128 + DEV_LABEL_MAX + BITMAP_NAME_MAX + STATE_URI_MAX,
+		       "a --volume spec holds every key at its longest");
 
 	*v = (struct volume){ .granularity = 65536, .map_fd = -1, .map_pidfd = -1 };
 	if (strlen(spec) >= sizeof(buf)) {
-		log_usage("--volume spec too long");
+		log_usage("--volume spec too long (at most %zu bytes)", sizeof(buf) - 1);
 		return -EINVAL;
 	}
 	snprintf(buf, sizeof(buf), "%s", spec);

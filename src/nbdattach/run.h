@@ -31,7 +31,7 @@ struct volume {
 	/* from --volume */
 	const char *uri;
 	char name[DEV_LABEL_MAX + 1];
-	char bitmap[256];            /* "" for a full map */
+	char bitmap[BITMAP_NAME_MAX + 1]; /* "" for a full map */
 	uint64_t granularity;
 	unsigned connections;
 	uint64_t block_size;

@@ -14,6 +14,9 @@
 #define STATE_FILE_MAX 8192
 #define STATE_URI_MAX 2048
 #define STATE_TEXT_MAX 256
+/* The longest bitmap name any command takes: a region map carries the meta context
+ * "qemu:dirty-bitmap:NAME" in at most REGIONMAP_CONTEXT_MAX (1024) bytes. */
+#define BITMAP_NAME_MAX 1006
 
 struct state_rec {
 	uint32_t index;
@@ -22,7 +25,7 @@ struct state_rec {
 	char name[65];
 	char uri[STATE_URI_MAX];
 	char export_name[STATE_TEXT_MAX];
-	char bitmap[STATE_TEXT_MAX];
+	char bitmap[BITMAP_NAME_MAX + 1];
 	uint64_t size;
 	uint64_t block_size;
 	uint32_t connections;

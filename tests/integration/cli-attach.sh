@@ -27,6 +27,20 @@ usage_err "attach block size above the page size" "invalid --block-size '8192'" 
 usage_err "attach max-request not a power of two" "invalid --max-request '65537'" attach --max-request 65537 nbd://x/
 # Linux 6.1 keeps the timeout in jiffies in 32 bits: a larger one would wrap to a short one.
 usage_err "attach timeout the kernel would wrap" "invalid --timeout '4294968'" attach --timeout 4294968 nbd://x/
+# One bitmap-name rule for every command: up to 1006 bytes (a map's context holds 1024), no
+# control characters (the journal and the text forms are line-oriented).
+long=$(printf 'b%.0s' $(seq 1006))
+usage_err "attach bitmap name of 1007 bytes" "invalid --bitmap name (expected 1 to 1006 bytes" \
+	attach --bitmap "${long}b" nbd://x/
+usage_err "attach bitmap name with a tab" "invalid --bitmap name" attach --bitmap $'a\tb' nbd://x/
+usage_err "run bitmap name of 1007 bytes" "invalid volume bitmap name (expected 1 to 1006 bytes" \
+	run --volume "name=a,bitmap=${long}b,uri=nbd://x/" -- true
+out=$("$NBDATTACH" attach --bitmap "$long" 'nbd://x/' 2>&1); rc=$?
+[ "$rc" -ne 2 ] && [[ "$out" != *"invalid --bitmap"* ]] && pass "attach takes a 1006-byte bitmap name" ||
+	fail "attach takes a 1006-byte bitmap name" "rc=$rc $out"
+out=$("$NBDATTACH" run --volume "name=a,bitmap=$long,uri=nbd+unix:///?socket=/nonexistent" -- true 2>&1); rc=$?
+[ "$rc" -ne 2 ] && [[ "$out" != *"invalid volume bitmap"* ]] && pass "run takes a 1006-byte bitmap name" ||
+	fail "run takes a 1006-byte bitmap name" "rc=$rc $out"
 usage_err "run volume granularity below a page" "invalid volume granularity '512'" \
 	run --volume 'name=a,granularity=512,uri=nbd://x/' -- true
 usage_err "run volume block size not a power of two" "invalid volume block-size '1000'" \

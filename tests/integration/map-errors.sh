@@ -34,6 +34,10 @@ one_line "missing URI: usage" 2 "map: missing URI" "$NBDATTACH" map --full
 one_line "bad format: usage" 2 "invalid --format 'xml'" "$NBDATTACH" map x --format xml
 one_line "bad granularity: usage" 2 "invalid --granularity '3000'" "$NBDATTACH" map x --granularity 3000
 one_line "--bitmap with --full: usage" 2 "mutually exclusive" "$NBDATTACH" map x --full --bitmap b
+one_line "bitmap name of 1007 bytes: usage" 2 "invalid --bitmap name (expected 1 to 1006 bytes" \
+	"$NBDATTACH" map x --bitmap "$(printf 'b%.0s' $(seq 1007))"
+one_line "bitmap name with a control character: usage" 2 "invalid --bitmap name" \
+	"$NBDATTACH" map x --bitmap $'a\eb'
 one_line "--output with --output-fd: usage" 2 "mutually exclusive" "$NBDATTACH" map x --output f --output-fd 3
 
 if command -v qemu-nbd >/dev/null; then
@@ -48,6 +52,17 @@ if command -v qemu-nbd >/dev/null; then
 		"$NBDATTACH" map "$(qnbd_uri "$dir/q.sock" nosuch)" --bitmap b
 	one_line "output directory missing" 1 "cannot create '$dir/no/dir/m'" \
 		"$NBDATTACH" map "$(qnbd_uri "$dir/q.sock")" --bitmap b --output "$dir/no/dir/m"
+	# The longest bitmap name a command takes fills the map header's context (1024 bytes).
+	long=$(printf 'b%.0s' $(seq 1006))
+	img_create "$dir/l.qcow2" 1M
+	img_bitmap_add "$dir/l.qcow2" "$long"
+	img_write "$dir/l.qcow2" 65536 4096
+	qnbd_start "$dir/l.qcow2" "$dir/l.sock" disk "$long"
+	expect_eq "1006-byte bitmap name: mapped" "65536 65536 end 1 65536" \
+		"$("$NBDATTACH" map "$(qnbd_uri "$dir/l.sock")" --bitmap "$long" --format text | tr '\n' ' ' | sed 's/ $//')"
+	expect_eq "1006-byte bitmap name: the header carries the whole context" 1024 \
+		"$("$NBDATTACH" map "$(qnbd_uri "$dir/l.sock")" --bitmap "$long" | head -c 4096 | tr -d '\0' |
+			grep -ao "qemu:dirty-bitmap:b*" | head -n 1 | tr -d '\n' | wc -c)"
 else
 	skip "qemu-nbd cases" "qemu-nbd not installed"
 fi
