@@ -15,12 +15,13 @@
 #include "devices.h"
 #include "discard.h"
 #include "log.h"
+#include "ownership.h"
 #include "regionmap.h"
 #include "state.h"
 
 static int resolve(const char *target, char *uri, size_t len)
 {
-	struct state_rec st;
+	struct dev_info info;
 	uint32_t index;
 	int r;
 
@@ -34,12 +35,14 @@ static int resolve(const char *target, char *uri, size_t len)
 		snprintf(uri, len, "%s", target);
 		return 0;
 	}
-	r = state_read(index, &st);
-	if (r < 0) {
+	/* Only a live record: a stale one (its helper killed, the device detached behind its
+	 * back) names a URI that may by now serve another backup's snapshot. */
+	r = dev_info_get(index, &info);
+	if (r < 0 || !info.have_state || !dev_info_carries(&info, info.st.identifier)) {
 		log_error("cannot discard on '%s': not attached by nbdattach", target);
-		return r;
+		return r < 0 ? r : -ENOENT;
 	}
-	snprintf(uri, len, "%s", st.uri);
+	snprintf(uri, len, "%s", info.st.uri);
 	return 0;
 }
 

@@ -5,7 +5,10 @@
 # granule-straddling 1000-byte pieces leave it running and its fleecing image empty. The
 # provider gets exactly descriptors 0-2, 3 (acks) and 4.. (maps), none of the caller's.
 # Malformed acknowledgements stop the discards; a server that stops answering TRIMs blocks
-# neither signals nor the end of the run.
+# neither signals nor the end of the run. With --no-discard no TRIM reaches the server (nbdkit's
+# log, the fleecing image keeps its copies). `nbdattach discard DEVICE` trims the device's
+# export in whole granules, refuses a device that is no longer attached, and exits 1 when the
+# TRIM is not answered within 30 s.
 . "$(dirname "$0")/../lib.sh"
 in_vm || { skip "run-discard" "runs only inside the test VM"; exit 0; }
 . "$TOP/tests/fixtures/qemu-nbd-bitmap.sh"
@@ -57,6 +60,70 @@ grep -q 'malformed line' "$tmp/strict.err" && pass "malformed acknowledgement: r
 	fail "malformed acknowledgement: run warns" "$(cat "$tmp/strict.err")"
 expect_eq "malformed acknowledgement: no TRIM at all" "$before" "$(trim_list)"
 
+# --no-discard: acknowledgements are read, nothing is trimmed. The same provider without it is
+# the control: its acknowledgements do reach the server.
+trim_count() { grep -c ' Trim id=[0-9]* offset=' "$tmp/k.log"; }
+cat > "$tmp/ack4" <<'SH'
+#!/bin/sh
+for o in 0 65536 131072 196608; do echo "d $o 65536" >&3; done
+printf '%s\n' "$NBDATTACH_RUN" > "$1"
+SH
+chmod +x "$tmp/ack4"
+before=$(trim_count)
+"$NBDATTACH" run --no-discard --volume "name=d,uri=nbd+unix:///?socket=$tmp/k.sock" -- \
+	"$tmp/ack4" "$tmp/nodisc.json" 2>"$tmp/nodisc.err"
+rc=$?
+expect_eq "--no-discard: run exits 0 ($(tail -n 1 "$tmp/nodisc.err"))" 0 "$rc"
+expect_eq "--no-discard: the provider is told the volume has no discards" False \
+	"$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["volumes"][0]["discard"])' "$tmp/nodisc.json" 2>&1)"
+expect_eq "--no-discard: four granules acknowledged, the server saw no TRIM" "$before" "$(trim_count)"
+"$NBDATTACH" run --volume "name=d,uri=nbd+unix:///?socket=$tmp/k.sock" -- "$tmp/ack4" "$tmp/disc.json" 2>/dev/null
+rc=$?
+expect_eq "control, discards on: the same acknowledgements are 4 TRIMs on the server (exit $rc)" \
+	$((before + 4)) "$(trim_count)"
+
+# nbdattach discard DEVICE trims over a connection of its own to the URI the device was attached
+# from, in whole granules; a device that is no longer attached is refused.
+trims_since() {
+	tail -n +$(($1 + 1)) "$tmp/k.log" |
+		sed -n 's/.* Trim id=[0-9]* offset=\(0x[0-9a-f]*\) count=\(0x[0-9a-f]*\).*/\1 \2/p' |
+		while read -r o c; do echo "$((o / G)) $((c / G))"; done | sort -n | tr '\n' ','
+}
+dev=$("$NBDATTACH" attach --tag dd --name d "nbd+unix:///?socket=$tmp/k.sock" 2>"$tmp/dd.err")
+defer "'$NBDATTACH' detach --tag dd"
+check "discard DEVICE: the export is attached ($dev$(cat "$tmp/dd.err"))" test -b "$dev"
+n0=$(wc -l < "$tmp/k.log")
+out=$("$NBDATTACH" discard "$dev" 1000 200000 2>&1)
+rc=$?
+expect_eq "discard $dev 1000 200000: exit 0 ($out)" 0 "$rc"
+expect_eq "discard DEVICE: the device's server saw granules 1-2 (first granule, count), nothing else" \
+	"1 2," "$(trims_since "$n0")"
+n0=$(wc -l < "$tmp/k.log")
+out=$("$NBDATTACH" discard "${dev#/dev/}" $((5 * G)) $G 2>&1)
+rc=$?
+expect_eq "discard ${dev#/dev/} (no /dev/): exit 0, the server saw granule 5 ($out)" "0:5 1," "$rc:$(trims_since "$n0")"
+# A stale record (its helper killed, the device detached behind its back) names a URI that may
+# by now serve another backup: a copy of this one's record for an unconnected minor is refused.
+sd=${NBDATTACH_STATE_DIR:-/run/nbdattach}/devices
+free=
+for q in $(ls -d /sys/block/nbd* | sort -V -r); do
+	[ -e "$q/pid" ] || { free=${q##*/}; break; }
+done
+sed "s/^index=.*/index=${free#nbd}/" "$sd/${dev#/dev/}" > "$sd/$free"
+defer "rm -f '$sd/$free'"
+n0=$(wc -l < "$tmp/k.log")
+out=$("$NBDATTACH" discard "$free" 0 $G 2>&1)
+rc=$?
+expect_eq "discard on a minor with a stale record: exit 1, no TRIM" \
+	"1:nbdattach: cannot discard on '$free': not attached by nbdattach:" "$rc:$out:$(trims_since "$n0")"
+rm -f "$sd/$free"
+check "discard DEVICE: the device detaches" "$NBDATTACH" detach "$dev"
+n0=$(wc -l < "$tmp/k.log")
+out=$("$NBDATTACH" discard "$dev" 0 $G 2>&1)
+rc=$?
+expect_eq "discard on a device no longer attached: exit 1, no TRIM" \
+	"1:nbdattach: cannot discard on '$dev': not attached by nbdattach:" "$rc:$out:$(trims_since "$n0")"
+
 # A server that stops answering TRIMs blocks nothing: signals are forwarded at once, the run
 # ends once the TRIM timed out (--timeout), the backup's status is the provider's.
 # One server per case: what a server does with TRIMs it sleeps on when clients go is its own.
@@ -106,6 +173,24 @@ grep -q 'no more discards: the server did not answer a TRIM in time' "$tmp/hang.
 [ "$el" -lt 60 ] || fail "TRIM hanging: the run ends after the TRIM timeout" "${el} s"
 expect_eq "TRIM hanging: no device of ours left" 0 "$("$NBDATTACH" list | grep -c ' nbdattach ')"
 
+# nbdattach discard DEVICE on a server that never answers the TRIM: exit 1 after its fixed 30 s.
+hung_server h3
+dev=$("$NBDATTACH" attach --tag dh --name h "nbd+unix:///?socket=$tmp/h3.sock" 2>"$tmp/dh.err")
+defer "'$NBDATTACH' detach --tag dh"
+check "discard DEVICE, TRIM hanging: the export is attached ($dev$(cat "$tmp/dh.err"))" test -b "$dev"
+t0=$(date +%s)
+out=$(timeout 120 "$NBDATTACH" discard "$dev" 0 $G 2>&1)
+rc=$?
+el=$(( $(date +%s) - t0 ))
+expect_eq "discard DEVICE, TRIM hanging: exit 1 after $el s, one error line" \
+	"1:nbdattach: cannot discard on '$dev': the server did not answer a TRIM within 30 s" "$rc:$out"
+[ "$el" -ge 29 ] && [ "$el" -lt 60 ] && pass "discard DEVICE, TRIM hanging: gives up after 30 s ($el s)" ||
+	fail "discard DEVICE, TRIM hanging: gives up after 30 s" "$el s"
+grep -q ' Trim id=[0-9]* offset=0x0 count=0x10000' "$tmp/h3.trims" &&
+	pass "discard DEVICE, TRIM hanging: the TRIM reached the device's server" ||
+	fail "discard DEVICE, TRIM hanging: the TRIM reached the device's server" "$(cat "$tmp/h3.trims")"
+check "discard DEVICE, TRIM hanging: the device detaches" "$NBDATTACH" detach "$dev"
+
 # QEMU 7.2's copy-before-write survives providers acknowledging in odd pieces.
 img_create "$tmp/source.qcow2" 32M $G
 img_bitmap_add "$tmp/source.qcow2" b0 $G
@@ -123,6 +208,37 @@ for chunk in 4096 1000 65535; do
 		fail "acks in $chunk-byte pieces: all 8 granules discarded" "$(tail -n 1 "$tmp/q$chunk.err")"
 	fleece_stop
 done
+
+# --no-discard against QEMU: the provider acknowledges all it backs up, yet the copies
+# copy-before-write made into the fleecing image stay (with discards they would be freed).
+mkdir -p "$tmp/outnd"
+cat > "$tmp/gated" <<SH
+#!/bin/sh
+touch "$tmp/nd.started"
+while [ ! -e "$tmp/nd.go" ]; do sleep 0.05; done
+exec "$BUILD/examples/provider" "\$@"
+SH
+chmod +x "$tmp/gated"
+if fleece_start "$tmp" 32M b0 $G; then
+	"$NBDATTACH" run --no-discard --volume "name=disk,bitmap=backup-b0,uri=$(fleece_uri)" -- \
+		"$tmp/gated" "$tmp/outnd" >/dev/null 2>"$tmp/nd.err" &
+	pid=$!
+	wait_for_file "$tmp/nd.started" 120 || fail "--no-discard, QEMU: the provider starts"
+	fleece_guest_write $((1 << 20)) $((2 * G)) 0x61   # two dirty granules, not yet backed up
+	peak=$(fleece_allocated)
+	touch "$tmp/nd.go"
+	wait "$pid"
+	rc=$?
+	expect_eq "--no-discard, QEMU: run exits 0 ($(tail -n 1 "$tmp/nd.err"))" 0 "$rc"
+	expect_eq "--no-discard, QEMU: copy-before-write copied the two overwritten granules" $((2 * G)) "$peak"
+	expect_eq "--no-discard, QEMU: the provider backed up (and acknowledged) the 8 dirty granules" "$((1 << 20)) $((5 * G))
+$((9 << 20)) $((3 * G))
+end 2 $((8 * G))" "$(cat "$tmp/outnd/disk.map" 2>&1)"
+	expect_eq "--no-discard, QEMU: the fleecing image keeps the copies" $((2 * G)) "$(fleece_allocated)"
+	fleece_stop
+else
+	fail "fleecing fixture starts"
+fi
 
 # The anchor: what one unaligned TRIM does to QEMU 7.2 (so the checks above can fail).
 fleece_start "$tmp" 32M b0 $G || fail "fleecing fixture starts"
