@@ -23,6 +23,9 @@ answers NBD_CMD_BLOCK_STATUS with structured replies that are wrong in the way M
                   1 MiB beyond the request while the status stays the same, as the NBD spec
                   allows ("the *length* of the final extent MAY result in a sum larger than the
                   original requested length")
+  short           legal: the final-past-request export and dirty regions, exact extents, but
+                  every reply stops after at most 3 GiB (a server may answer with fewer extents
+                  than asked, as QEMU does past 131072): the client goes on from there
   dies            like good on an 8 GiB export, but the connection is closed on the second
                   request: the client has a prefix of the map and the server is gone
   wrong-context   the reply names a context id that was never negotiated
@@ -51,7 +54,7 @@ CONTEXT_ID = 7
 
 MODE = sys.argv[2]
 SIZE = {"past-request": 8 << 30, "final-past-request": 8 << 30, "dies": 8 << 30,
-        "slow": 1 << 40}.get(MODE, 1 << 20)
+        "short": 8 << 30, "slow": 1 << 40}.get(MODE, 1 << 20)
 B = 0xFFF00000
 DIRTY = [(0, 65536), (B - (1 << 20), B + (1 << 20)), (SIZE - 65536, SIZE)]  # [start, end)
 
@@ -132,6 +135,8 @@ def extents(offset, length):
     """(context id, [(len, flags)...]) for one request, per MODE."""
     if MODE == "final-past-request":
         return CONTEXT_ID, truthful_extents(offset, length, 1 << 20)
+    if MODE == "short":
+        return CONTEXT_ID, truthful_extents(offset, min(length, 3 << 30), 0)
     if MODE == "zero-length":
         return CONTEXT_ID, [(65536, 1), (0, 0), (65536, 1)]
     if MODE == "overflow":
