@@ -108,7 +108,8 @@ int blockstatus_connect(const char *uri, const char *context, struct blockstatus
 		return nbd_fail(bs, ECONNREFUSED);
 	/* QEMU silently drops an unknown bitmap from the negotiated contexts; only this tells. */
 	if (context && nbd_can_meta_context(nbd, context) != 1)
-		return fail(bs, -ENOENT, "export does not offer meta context '%s'", context);
+		return fail(bs, -ENOENT, "export does not offer meta context '%.82s%s'", context,
+			    strlen(context) > 82 ? "..." : "");
 	size = nbd_get_size(nbd);
 	if (size < 0)
 		return nbd_fail(bs, EIO);

@@ -36,7 +36,9 @@ static int resolve(const char *target, char *uri, size_t len)
 		return 0;
 	}
 	/* Only a live record: a stale one (its helper killed, the device detached behind its
-	 * back) names a URI that may by now serve another backup's snapshot. */
+	 * back) names a URI that may by now serve another backup's snapshot. Checked without the
+	 * state lock, so a detach racing with this call still gets its TRIM: the caller asked
+	 * for it while the device was its. */
 	r = dev_info_get(index, &info);
 	if (r < 0 || !info.have_state || !dev_info_carries(&info, info.st.identifier)) {
 		log_error("cannot discard on '%s': not attached by nbdattach", target);

@@ -436,8 +436,10 @@ static int run_map(const struct map_opts *o, struct blockstatus *bs, int fd, con
 
 	if (o->format == FMT_BINARY) {
 		r = writer_start(&s, fd, context);
-		if (r < 0)
+		if (r < 0) {
+			log_error("cannot map '%s': cannot start the map: %s", o->uri, regionmap_strerror(r));
 			return r;
+		}
 	} else {
 		out = calloc(1, sizeof *out);
 		if (!out)

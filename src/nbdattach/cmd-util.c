@@ -73,10 +73,10 @@ int parse_bitmap_opt(const char *opt, const char *arg)
 	bool ok = n > 0 && n <= BITMAP_NAME_MAX;
 
 	for (size_t i = 0; ok && i < n; i++)
-		ok = (unsigned char)arg[i] >= 0x20 && arg[i] != 0x7f;
+		ok = arg[i] >= 0x20 && arg[i] <= 0x7e;
 	if (!ok) {
 		/* The name itself is not echoed: it may be a kilobyte of terminal escapes. */
-		log_usage("invalid %s (expected 1 to %u bytes without control characters)", opt,
+		log_usage("invalid %s (expected 1 to %u printable ASCII characters)", opt,
 			  BITMAP_NAME_MAX);
 		return -EINVAL;
 	}

@@ -19,8 +19,9 @@ uint64_t page_size(void);
 #define TIMEOUT_MAX_S 4294967u
 /* The largest request nbd lets max_sectors_kb allow (its max_hw_sectors, 65536 sectors). */
 #define MAX_REQUEST_MAX (32u << 20)
-/* A bitmap name: 1 to BITMAP_NAME_MAX bytes, no control characters (journal, udev and text
- * maps are line-oriented); prints a usage line and returns -EINVAL otherwise. */
+/* A bitmap name: 1 to BITMAP_NAME_MAX printable ASCII characters, as a region map's context
+ * must be (the journal and the text forms are line-oriented, JSON output needs valid text);
+ * prints a usage line and returns -EINVAL otherwise. */
 int parse_bitmap_opt(const char *opt, const char *arg);
 int usage_bad_label(const char *opt, const char *arg);
 /* For getopt's '?' / ':' results. */

@@ -15,6 +15,7 @@
 
 #include "cleanup.h"
 #include "handshake.h"
+#include "state.h"
 
 DEFINE_CLEANUP(struct nbd_handle *, nbd_close)
 
@@ -187,7 +188,7 @@ static int connect_one(const char *uri, struct nbd_handle **ret)
 static int check_bitmap(const char *uri, const char *bitmap)
 {
 	_cleanup_(nbd_closep) struct nbd_handle *h = NULL;
-	char ctx[320];
+	char ctx[sizeof("qemu:dirty-bitmap:") + BITMAP_NAME_MAX];
 	int r = open_handle(uri, true, &h);
 
 	if (r < 0)
@@ -199,7 +200,9 @@ static int check_bitmap(const char *uri, const char *bitmap)
 	if (r < 0)
 		return fail_nbd("meta context");
 	if (r == 0) {
-		snprintf(last_error, sizeof(last_error), "export does not offer dirty bitmap '%s'", bitmap);
+		/* A name may be a kilobyte long: the line names its start. */
+		snprintf(last_error, sizeof(last_error), "export does not offer dirty bitmap '%.64s%s'",
+			 bitmap, strlen(bitmap) > 64 ? "..." : "");
 		return -ENOENT;
 	}
 	nbd_shutdown(h, 0);

@@ -27,13 +27,15 @@ usage_err "attach block size above the page size" "invalid --block-size '8192'" 
 usage_err "attach max-request not a power of two" "invalid --max-request '65537'" attach --max-request 65537 nbd://x/
 # Linux 6.1 keeps the timeout in jiffies in 32 bits: a larger one would wrap to a short one.
 usage_err "attach timeout the kernel would wrap" "invalid --timeout '4294968'" attach --timeout 4294968 nbd://x/
-# One bitmap-name rule for every command: up to 1006 bytes (a map's context holds 1024), no
-# control characters (the journal and the text forms are line-oriented).
+# One bitmap-name rule for every command: up to 1006 printable ASCII characters (a map's context
+# holds 1024; the journal and the text forms are line-oriented).
 long=$(printf 'b%.0s' $(seq 1006))
-usage_err "attach bitmap name of 1007 bytes" "invalid --bitmap name (expected 1 to 1006 bytes" \
+usage_err "attach bitmap name of 1007 bytes" "invalid --bitmap name (expected 1 to 1006 printable ASCII" \
 	attach --bitmap "${long}b" nbd://x/
 usage_err "attach bitmap name with a tab" "invalid --bitmap name" attach --bitmap $'a\tb' nbd://x/
-usage_err "run bitmap name of 1007 bytes" "invalid volume bitmap name (expected 1 to 1006 bytes" \
+usage_err "attach bitmap name not ASCII" "invalid --bitmap name" attach --bitmap 'bé' nbd://x/
+usage_err "run bitmap name not ASCII" "invalid volume bitmap name" run --volume 'name=a,bitmap=bé,uri=nbd://x/' -- true
+usage_err "run bitmap name of 1007 bytes" "invalid volume bitmap name (expected 1 to 1006 printable ASCII" \
 	run --volume "name=a,bitmap=${long}b,uri=nbd://x/" -- true
 out=$("$NBDATTACH" attach --bitmap "$long" 'nbd://x/' 2>&1); rc=$?
 [ "$rc" -ne 2 ] && [[ "$out" != *"invalid --bitmap"* ]] && pass "attach takes a 1006-byte bitmap name" ||

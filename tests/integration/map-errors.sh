@@ -34,10 +34,12 @@ one_line "missing URI: usage" 2 "map: missing URI" "$NBDATTACH" map --full
 one_line "bad format: usage" 2 "invalid --format 'xml'" "$NBDATTACH" map x --format xml
 one_line "bad granularity: usage" 2 "invalid --granularity '3000'" "$NBDATTACH" map x --granularity 3000
 one_line "--bitmap with --full: usage" 2 "mutually exclusive" "$NBDATTACH" map x --full --bitmap b
-one_line "bitmap name of 1007 bytes: usage" 2 "invalid --bitmap name (expected 1 to 1006 bytes" \
+one_line "bitmap name of 1007 bytes: usage" 2 "invalid --bitmap name (expected 1 to 1006 printable ASCII" \
 	"$NBDATTACH" map x --bitmap "$(printf 'b%.0s' $(seq 1007))"
 one_line "bitmap name with a control character: usage" 2 "invalid --bitmap name" \
 	"$NBDATTACH" map x --bitmap $'a\eb'
+# A region map's context is printable ASCII (regionmap(5)); JSON output needs valid text too.
+one_line "bitmap name not ASCII: usage" 2 "invalid --bitmap name" "$NBDATTACH" map x --bitmap 'bé'
 one_line "--output with --output-fd: usage" 2 "mutually exclusive" "$NBDATTACH" map x --output f --output-fd 3
 
 if command -v qemu-nbd >/dev/null; then

@@ -108,3 +108,33 @@ check "still connected" connected /dev/nbd7
 check "detach --force takes it" "$NBDATTACH" detach --force /dev/nbd7
 udevadm settle
 check_fails "disconnected" connected /dev/nbd7
+
+# The longest bitmap name (1006 characters: a region map's context holds 1024) is checked whole
+# by attach, and run maps it; a server offering only a bitmap named by its start is refused.
+. "$TOP/tests/fixtures/qemu-nbd-bitmap.sh"
+long=$(printf 'b%.0s' $(seq 1006))
+img_create "$tmp/long.qcow2" 1M
+img_bitmap_add "$tmp/long.qcow2" "$long"
+img_write "$tmp/long.qcow2" 65536 4096
+qnbd_start "$tmp/long.qcow2" "$tmp/long.sock" disk "$long"
+img_create "$tmp/prefix.qcow2" 1M
+img_bitmap_add "$tmp/prefix.qcow2" "${long:0:301}"
+qnbd_start "$tmp/prefix.qcow2" "$tmp/prefix.sock" disk "${long:0:301}"
+dev=$("$NBDATTACH" attach --bitmap "$long" "$(qnbd_uri "$tmp/long.sock")" 2>"$tmp/long.err")
+check "attach --bitmap with a 1006-character name ($dev$(cat "$tmp/long.err"))" test -b "$dev"
+[ -b "$dev" ] && "$NBDATTACH" detach "$dev"
+out=$("$NBDATTACH" attach --bitmap "$long" "$(qnbd_uri "$tmp/prefix.sock")" 2>&1)
+rc=$?
+if [ "$rc" = 1 ] && [ "$(printf '%s\n' "$out" | wc -l)" = 1 ] &&
+	[[ "$out" == *"does not offer dirty bitmap '${long:0:64}...'"* ]]; then
+	pass "attach refuses a server that offers only the name's first 301 characters"
+else
+	fail "attach refuses a server that offers only the name's first 301 characters" "exit $rc: $out"
+fi
+"$NBDATTACH" run --volume "name=l,bitmap=$long,uri=$(qnbd_uri "$tmp/long.sock")" -- \
+	sh -c 'printf "%s" "$NBDATTACH_RUN" > "$1"' provider "$tmp/long.json" 2>"$tmp/run.err"
+rc=$?
+expect_eq "run with a 1006-character bitmap name: exit 0 ($(tr '\n' ' ' < "$tmp/run.err"))" 0 "$rc"
+expect_eq "run's description names the whole bitmap" "$long" \
+	"$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["volumes"][0]["bitmap"])' "$tmp/long.json")"
+check "run mapped the one dirty granule" grep -q "map 1 regions 65536 bytes" "$tmp/run.err"
