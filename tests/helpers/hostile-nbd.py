@@ -24,8 +24,9 @@ answers NBD_CMD_BLOCK_STATUS with structured replies that are wrong in the way M
                   allows ("the *length* of the final extent MAY result in a sum larger than the
                   original requested length")
   short           legal: the final-past-request export and dirty regions, exact extents, but
-                  every reply stops after at most 3 GiB (a server may answer with fewer extents
-                  than asked, as QEMU does past 131072): the client goes on from there
+                  every reply stops 512 KiB short of the client's request size, the first one
+                  inside a dirty region (a server may answer with fewer extents than asked, as
+                  QEMU does past 131072): the client goes on from there and merges the region
   dies            like good on an 8 GiB export, but the connection is closed on the second
                   request: the client has a prefix of the map and the server is gone
   wrong-context   the reply names a context id that was never negotiated
@@ -136,7 +137,7 @@ def extents(offset, length):
     if MODE == "final-past-request":
         return CONTEXT_ID, truthful_extents(offset, length, 1 << 20)
     if MODE == "short":
-        return CONTEXT_ID, truthful_extents(offset, min(length, 3 << 30), 0)
+        return CONTEXT_ID, truthful_extents(offset, min(length, B - (512 << 10)), 0)
     if MODE == "zero-length":
         return CONTEXT_ID, [(65536, 1), (0, 0), (65536, 1)]
     if MODE == "overflow":

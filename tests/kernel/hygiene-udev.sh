@@ -86,7 +86,7 @@ check "nbd-client's: udev watches $fdev" watched "$fdev"
 coproc mon { exec udevadm monitor --kernel --subsystem-match=block; }
 # shellcheck disable=SC2154 # mon_PID is set by coproc
 mon_pid=$mon_PID
-defer "kill $mon_pid"
+defer '[ -n "$mon_pid" ] && kill "$mon_pid"' # not once reaped: the pid may be another's
 # udevadm subscribes before it prints its header, which ends with an empty line.
 while IFS= read -r -t 30 line <&"${mon[0]}" && [ -n "$line" ]; do :; done
 check "write and close $dev" dd if=/dev/zero of="$dev" bs=4096 count=1 oflag=direct status=none
@@ -98,7 +98,7 @@ while IFS= read -r -t 60 line <&"${mon[0]}"; do
 	*" change "*"/block/${fdev#/dev/} (block)") seen_foreign=1; break ;;
 	esac
 done
-kill "$mon_pid"; wait "$mon_pid" 2>/dev/null
+kill "$mon_pid"; wait "$mon_pid" 2>/dev/null; mon_pid=
 expect_eq "nbd-client's: a write and close makes udev send a change uevent" 1 "$seen_foreign"
 expect_eq "ours: a write and close makes no change uevent" 0 "$seen_ours"
 

@@ -87,7 +87,7 @@ one_signal() {
 	expect_eq "$d: the provider and its group's child got it" "child SIG$sig
 provider SIG$sig" "$(sort "$tmp/rec.log" 2>/dev/null)"
 	for i in $(seq 50); do [ -z "$(pgrep -f "marker-sig-$sig-$mode")" ] && break; sleep 0.1; done
-	left=$(pgrep -f "marker-sig-$sig-$mode|^nbdattach map" | tr '\n' ' ')
+	left=$(pgrep -f "marker-sig-$sig-$mode|nbdattach map .*$tmp/" | tr '\n' ' ')
 	udevadm settle
 	got="$(connected):$(listed):$left:$(state_files)"
 	expect_eq "$d: nothing left (connected, listed, processes, state)" "0:0::" "$got"
