@@ -57,8 +57,6 @@ struct sink {
 	char why[256];
 };
 
-#define BITMAP_PREFIX "qemu:dirty-bitmap:"
-
 /* ---- output buffer ---- */
 
 static int out_flush(struct outbuf *b)

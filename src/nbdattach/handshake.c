@@ -188,12 +188,12 @@ static int connect_one(const char *uri, struct nbd_handle **ret)
 static int check_bitmap(const char *uri, const char *bitmap)
 {
 	_cleanup_(nbd_closep) struct nbd_handle *h = NULL;
-	char ctx[sizeof("qemu:dirty-bitmap:") + BITMAP_NAME_MAX];
+	char ctx[sizeof(BITMAP_PREFIX) + BITMAP_NAME_MAX];
 	int r = open_handle(uri, true, &h);
 
 	if (r < 0)
 		return r;
-	snprintf(ctx, sizeof(ctx), "qemu:dirty-bitmap:%s", bitmap);
+	snprintf(ctx, sizeof(ctx), BITMAP_PREFIX "%s", bitmap);
 	if (nbd_add_meta_context(h, ctx) < 0 || nbd_connect_uri(h, uri) < 0)
 		return fail_nbd("cannot connect");
 	r = nbd_can_meta_context(h, ctx);

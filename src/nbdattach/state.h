@@ -17,6 +17,7 @@
 /* The longest bitmap name any command takes: a region map carries the meta context
  * "qemu:dirty-bitmap:NAME" in at most REGIONMAP_CONTEXT_MAX (1024) bytes. */
 #define BITMAP_NAME_MAX 1006
+#define BITMAP_PREFIX "qemu:dirty-bitmap:"
 
 struct state_rec {
 	uint32_t index;

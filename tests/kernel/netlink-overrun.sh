@@ -64,16 +64,23 @@ more_drops() {
 	done
 	return 1
 }
-kill -STOP "$mpid"
+# overrun WHO PID OTHER OTHER_DEV OWN OWN_DEV: with PID (WHO) stopped, server OTHER (whose device
+# OTHER_DEV has 16 connections) dies and then OWN, PID's own: the kernel drops events on PID's
+# socket, the last of them OWN's LINK_DEAD, and OWN_DEV stays until PID runs again.
+overrun() {
+	local who=$1 pid=$2 other=$3 odev=$4 own=$5 dev=$6 d
+	kill -STOP "$pid"
+	kill_server "$other"
+	check "$other's own monitor releases $other after its server died" wait_released "$odev"
+	check "$other's sixteen LINK_DEADs overran the stopped $who's buffer" more_drops "$pid" 0
+	d=$(drops "$pid")
+	kill_server "$own"
+	check "$own's own LINK_DEAD was dropped too (after $d)" more_drops "$pid" "$d"
+	check "$own is still attached while the $who is stopped" test -e "/sys/block/$dev/pid"
+	kill -CONT "$pid"
+}
 defer '[ -n "$mpid" ] && kill -CONT "$mpid"'
-kill_server b
-check "b's own monitor releases b after its server died" wait_released "$nb"
-check "b's sixteen LINK_DEADs overran the stopped monitor's buffer" more_drops "$mpid" 0
-d=$(drops "$mpid")
-kill_server a
-check "a's own LINK_DEAD was dropped too (after $d)" more_drops "$mpid" "$d"
-check "a is still attached while its monitor is stopped" test -e "/sys/block/$na/pid"
-kill -CONT "$mpid"
+overrun monitor "$mpid" b "$nb" a "$na"
 check "a's monitor releases a after the overrun" wait_released "$na"
 check "a's journal entry is gone" test ! -e "$sd/$na"
 for i in $(seq 100); do kill -0 "$mpid" 2>/dev/null || break; sleep 0.1; done
@@ -100,16 +107,8 @@ check "run attached c ($devc)" test -b "$devc"
 check "d attached with 16 connections ($devd$(cat "$tmp/d.err"))" test -b "$devd"
 nc=${devc#/dev/} nd=${devd#/dev/}
 expect_eq "no drops on run's netlink socket yet" 0 "$(drops "$rpid")"
-kill -STOP "$rpid"
 defer '[ -n "$rpid" ] && kill -CONT "$rpid"'
-kill_server d
-check "d's monitor releases d after its server died" wait_released "$nd"
-check "d's sixteen LINK_DEADs overran the stopped run's buffer" more_drops "$rpid" 0
-d=$(drops "$rpid")
-kill_server c
-check "c's own LINK_DEAD was dropped too (after $d)" more_drops "$rpid" "$d"
-check "c is still attached while run is stopped" test -e "/sys/block/$nc/pid"
-kill -CONT "$rpid"
+overrun run "$rpid" d "$nd" c "$nc"
 check "run releases c after the overrun, its provider still running" wait_released "$nc"
 check "the provider is still running" grep -q "^sleep" "/proc/$ppid_/cmdline"
 check "run says why" grep -q "volume 'c': the server went away: releasing $devc" "$tmp/run.err"
