@@ -150,30 +150,73 @@ int claim_read(pid_t pid, struct claim *ret)
 	return read_at("claims", name, ret);
 }
 
-int udev_record_read(uint32_t index, struct claim *ret)
+/* udev/nbdN and released/nbdN: one record per minor in the subdirectory SUB. */
+static int minor_read(const char *sub, uint32_t index, struct claim *ret)
 {
 	char name[24];
 
 	dev_name(index, name);
-	return read_at("udev", name, ret);
+	return read_at(sub, name, ret);
+}
+
+static int minor_remove(const char *sub, uint32_t index)
+{
+	char name[24];
+
+	dev_name(index, name);
+	return state_file_remove(sub, name);
+}
+
+static int minor_remove_if(const char *sub, uint32_t index, const char *identifier)
+{
+	struct claim c;
+	int r = minor_read(sub, index, &c);
+
+	if (r == -ENOENT || (r == 0 && strcmp(c.identifier, identifier)))
+		return 0;
+	return minor_remove(sub, index);
+}
+
+int udev_record_read(uint32_t index, struct claim *ret)
+{
+	return minor_read("udev", index, ret);
 }
 
 int udev_record_remove(uint32_t index)
 {
-	char name[24];
-
-	dev_name(index, name);
-	return state_file_remove("udev", name);
+	return minor_remove("udev", index);
 }
 
 int udev_record_remove_if(uint32_t index, const char *identifier)
 {
-	struct claim c;
-	int r = udev_record_read(index, &c);
+	return minor_remove_if("udev", index, identifier);
+}
 
-	if (r == -ENOENT || (r == 0 && strcmp(c.identifier, identifier)))
-		return 0;
-	return udev_record_remove(index);
+int release_record_write(uint32_t index, const char *identifier)
+{
+	struct claim c = { 0 };
+	char name[24];
+
+	if (dev_identifier_parse(identifier, c.tag, c.name) < 0)
+		return -EINVAL;
+	snprintf(c.identifier, sizeof(c.identifier), "%s", identifier);
+	dev_name(index, name);
+	return write_at("released", name, &c);
+}
+
+int release_record_read(uint32_t index, struct claim *ret)
+{
+	return minor_read("released", index, ret);
+}
+
+int release_record_remove(uint32_t index)
+{
+	return minor_remove("released", index);
+}
+
+int release_record_remove_if(uint32_t index, const char *identifier)
+{
+	return minor_remove_if("released", index, identifier);
 }
 
 static int parse_pid(const char *s, uint32_t *ret)
@@ -194,4 +237,9 @@ int claim_list(uint32_t **ret, size_t *ret_n)
 int udev_record_list(uint32_t **ret, size_t *ret_n)
 {
 	return state_list_dir("udev", dev_parse_name, ret, ret_n);
+}
+
+int release_record_list(uint32_t **ret, size_t *ret_n)
+{
+	return state_list_dir("released", dev_parse_name, ret, ret_n);
 }

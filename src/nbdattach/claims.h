@@ -7,6 +7,10 @@
  *   udev/nbdN   the same record once the kernel has said which device it picked (renamed).
  * Both hold NBDATTACH_ID, NBDATTACH_TAG and NBDATTACH_NAME lines for udev's IMPORT{file};
  * values are validated labels and our identifier, so they need no quoting.
+ *   released/nbdN  the same lines, for a device detach disconnected while another process
+ *               still held it open: the kernel keeps its pid, backend and size until the last
+ *               close, so only this record tells it from a connected device. The udev rule's
+ *               cleanup --device removes it when the last close finally releases the minor.
  */
 #ifndef NBDATTACH_CLAIMS_H
 #define NBDATTACH_CLAIMS_H
@@ -41,6 +45,13 @@ int udev_record_remove_if(uint32_t index, const char *identifier);
 /* Indices with a udev record (malloc'ed, sorted). */
 int udev_record_list(uint32_t **ret, size_t *ret_n);
 
+/* Writes, reads, removes (only IDENTIFIER's or an unreadable one: _if) and lists
+ * released/nbdINDEX. */
+int release_record_write(uint32_t index, const char *identifier);
+int release_record_read(uint32_t index, struct claim *ret);
+int release_record_remove(uint32_t index);
+int release_record_remove_if(uint32_t index, const char *identifier);
+int release_record_list(uint32_t **ret, size_t *ret_n);
 /* Parses a record's bytes (exported for the unit tests and the fuzzer). */
 int claim_parse(const char *buf, size_t len, struct claim *ret);
 

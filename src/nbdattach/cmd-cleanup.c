@@ -41,7 +41,8 @@ static bool live(const struct dev_info *i, bool have_dev, const char *identifier
 	return have_dev && dev_info_carries(i, identifier);
 }
 
-/* Drops the journal entry and udev record of INDEX unless the device they describe is there.
+/* Drops the journal entry, udev record and release record of INDEX unless the device they
+ * describe is there (for a release record: still held open).
  * Under the state lock: an attach may be connecting this minor and journaling it right now. */
 static void forget_if_gone(uint32_t index)
 {
@@ -60,6 +61,8 @@ static void forget_if_gone(uint32_t index)
 	r = udev_record_read(index, &c);
 	if ((r == 0 && !live(&i, have_dev, c.identifier)) || r == -EBADMSG)
 		udev_record_remove(index);
+	if (!have_dev || !i.held_open)
+		(void)release_record_remove(index);
 }
 
 /* Tears down INDEX if it still carries IDENTIFIER (and, with TEARDOWN_IF_UNJOURNALED, still
@@ -67,7 +70,8 @@ static void forget_if_gone(uint32_t index)
 static int report_teardown(const struct cleanup_opts *o, uint32_t index, const char *identifier,
 			   unsigned flags, const char *why)
 {
-	int r = teardown_device(index, identifier, flags, o->udev_timeout_ms, NULL);
+	bool held = false;
+	int r = teardown_device(index, identifier, flags, o->udev_timeout_ms, &held);
 
 	if (r == -ESTALE || r == -EBUSY)
 		return 0; /* no longer ours, or accounted for by now */
@@ -75,7 +79,8 @@ static int report_teardown(const struct cleanup_opts *o, uint32_t index, const c
 		log_error("cannot clean up '/dev/nbd%" PRIu32 "': %s", index, strerror(-r));
 		return r;
 	}
-	printf("/dev/nbd%" PRIu32 ": detached (%s)\n", index, why);
+	printf("/dev/nbd%" PRIu32 ": detached (%s)%s\n", index, why,
+	       held ? "; still held open by another process, freed at its last close" : "");
 	return 0;
 }
 
@@ -204,10 +209,21 @@ static void reap_runs(void)
 	}
 }
 
+/* forget_if_gone for every minor that LIST names a record of. */
+static void forget_listed(int (*list)(uint32_t **, size_t *))
+{
+	_cleanup_free_ uint32_t *v = NULL;
+	size_t n = 0;
+
+	if (list(&v, &n) == 0)
+		for (size_t k = 0; k < n; k++)
+			forget_if_gone(v[k]);
+}
+
 static int reconcile_all(const struct cleanup_opts *o)
 {
-	_cleanup_free_ uint32_t *devs = NULL, *recs = NULL;
-	size_t ndevs = 0, nrecs = 0;
+	_cleanup_free_ uint32_t *devs = NULL;
+	size_t ndevs = 0;
 	int rc = 0;
 
 	reap_runs();
@@ -218,17 +234,12 @@ static int reconcile_all(const struct cleanup_opts *o)
 	for (size_t k = 0; k < ndevs; k++) {
 		struct dev_info i;
 
-		if (dev_info_get(devs[k], &i) == 0 && i.ours && check_ours(o, &i) < 0)
+		if (dev_info_get(devs[k], &i) == 0 && i.ours && i.started && check_ours(o, &i) < 0)
 			rc = -EIO;
 	}
-	if (state_list(&recs, &nrecs) == 0)
-		for (size_t k = 0; k < nrecs; k++)
-			forget_if_gone(recs[k]);
-	free(recs);
-	recs = NULL;
-	if (udev_record_list(&recs, &nrecs) == 0)
-		for (size_t k = 0; k < nrecs; k++)
-			forget_if_gone(recs[k]);
+	forget_listed(state_list);
+	forget_listed(udev_record_list);
+	forget_listed(release_record_list);
 	return rc;
 }
 

@@ -59,10 +59,16 @@ static int detach_one(const struct detach_opts *o, uint32_t index)
 {
 	struct dev_info i;
 	char why[512];
+	bool held = false;
 	int r = dev_info_get(index, &i);
 
 	if (r < 0) {
 		log_error("cannot detach '/dev/nbd%" PRIu32 "': no such device", index);
+		return EXIT_FAIL;
+	}
+	if (i.held_open) {
+		log_error("cannot detach '/dev/nbd%" PRIu32 "': already detached; another process still "
+			  "holds it open, and the kernel frees it at the last close", index);
 		return EXIT_FAIL;
 	}
 	if (!i.started) {
@@ -93,7 +99,7 @@ static int detach_one(const struct detach_opts *o, uint32_t index)
 		return EXIT_FAIL;
 	}
 	/* --force on a foreign device: whatever it carries; ours: only while it still is. */
-	r = teardown_device(index, i.ours ? i.backend : NULL, 0, o->udev_timeout_ms, NULL);
+	r = teardown_device(index, i.ours ? i.backend : NULL, 0, o->udev_timeout_ms, &held);
 	if (r == -ESTALE) {
 		log_error("cannot detach '/dev/nbd%" PRIu32 "': it was detached and reused meanwhile", index);
 		return EXIT_FAIL;
@@ -102,6 +108,10 @@ static int detach_one(const struct detach_opts *o, uint32_t index)
 		log_error("cannot detach '/dev/nbd%" PRIu32 "': %s", index, strerror(-r));
 		return EXIT_FAIL;
 	}
+	/* Detached all the same: its I/O fails from now on. Say why the minor stays busy. */
+	if (held)
+		log_error("warning: detached '/dev/nbd%" PRIu32 "', but another process still holds it open: "
+			  "the kernel frees it at the last close", index);
 	return EXIT_OK;
 }
 
@@ -118,7 +128,7 @@ static int detach_by_tag(const struct detach_opts *o)
 	for (size_t k = 0; k < n; k++) {
 		struct dev_info i;
 
-		if (dev_info_get(v[k], &i) < 0 || !i.ours || strcmp(i.tag, o->tag) ||
+		if (dev_info_get(v[k], &i) < 0 || !i.ours || i.held_open || strcmp(i.tag, o->tag) ||
 		    (o->name && strcmp(i.name, o->name)))
 			continue;
 		hits++;

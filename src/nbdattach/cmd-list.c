@@ -14,13 +14,18 @@
 
 static const char *owner_of(const struct dev_info *i)
 {
-	return !i->started ? "-" : i->ours ? "nbdattach" : "foreign";
+	return i->ours ? "nbdattach" : i->started ? "foreign" : "-";
+}
+
+static const char *state_of(const struct dev_info *i)
+{
+	return i->started ? "connected" : i->held_open ? "held-open" : "disconnected";
 }
 
 static void print_text(const struct dev_info *i)
 {
 	printf("/dev/nbd%-4" PRIu32 " %-12s %-9s %-12s %-12s %s\n", i->index,
-	       i->started ? "connected" : "disconnected", owner_of(i),
+	       state_of(i), owner_of(i),
 	       i->ours && i->tag[0] ? i->tag : "-", i->ours && i->name[0] ? i->name : "-",
 	       i->have_state ? i->st.export_name : "-");
 }
@@ -28,8 +33,8 @@ static void print_text(const struct dev_info *i)
 static void print_json(const struct dev_info *i, bool first)
 {
 	printf("%s{\"device\": \"/dev/nbd%" PRIu32 "\", \"index\": %" PRIu32 ", \"connected\": %s, "
-	       "\"size\": %" PRIu64, first ? "" : ", ", i->index, i->index, i->started ? "true" : "false",
-	       i->size_sectors * 512);
+	       "\"held_open\": %s, \"size\": %" PRIu64, first ? "" : ", ", i->index, i->index,
+	       i->started ? "true" : "false", i->held_open ? "true" : "false", i->size_sectors * 512);
 	json_kv_str(stdout, "owner", owner_of(i), 0);
 	json_kv_str(stdout, "backend", i->backend, 0);
 	json_kv_str(stdout, "tag", i->ours ? i->tag : "", 0);

@@ -32,6 +32,11 @@ int cmd_status(int argc, char **argv)
 		log_error("cannot read the status of '/dev/nbd%" PRIu32 "': %s", index, strerror(-r));
 		return EXIT_FAIL;
 	}
+	if (r == 0 && i.held_open) {
+		printf("/dev/nbd%" PRIu32 ": not connected (detached, still held open by another process; "
+		       "freed at its last close)\n", index);
+		return EXIT_NOT_CONNECTED;
+	}
 	if (r < 0 || !i.started) {
 		printf("/dev/nbd%" PRIu32 ": not connected\n", index);
 		return EXIT_NOT_CONNECTED;

@@ -12,8 +12,11 @@
 
 struct dev_info {
 	uint32_t index;
-	bool started;            /* /sys/block/nbdN/pid exists */
-	bool ours;               /* backend identifier is nbdattach's */
+	bool started;            /* /sys/block/nbdN/pid exists, and not held_open */
+	/* Ours, detached while another process held it open: the kernel keeps pid, backend and
+	 * size until the last close, but the device has no connection any more. */
+	bool held_open;
+	bool ours;               /* backend identifier is nbdattach's (started or held_open) */
 	bool have_state;         /* journal record matches the identifier */
 	char backend[DEV_ID_MAX + 2];
 	char tag[DEV_LABEL_MAX + 1], name[DEV_LABEL_MAX + 1];

@@ -362,7 +362,9 @@ int volume_release(const struct run_opts *o, struct volume *v)
 		close(v->map_fd);
 	v->map_fd = -1;
 	if (v->attached && !v->released) {
-		r = teardown_device(v->st.index, v->st.identifier, 0, o->udev_timeout_ms, NULL);
+		bool held = false;
+
+		r = teardown_device(v->st.index, v->st.identifier, 0, o->udev_timeout_ms, &held);
 		if (r == -ESTALE) /* detached by someone else meanwhile, the minor maybe reused */
 			r = 0;
 		if (r < 0)
@@ -370,6 +372,10 @@ int volume_release(const struct run_opts *o, struct volume *v)
 				  strerror(-r));
 		else
 			v->released = true;
+		/* Not ours to kill: it is outside the run's process group. */
+		if (held)
+			log_error("warning: detached volume '%s' (/dev/nbd%" PRIu32 "), but a process outside the run "
+				  "still holds it open: the kernel frees it at the last close", v->name, v->st.index);
 	}
 	return r;
 }

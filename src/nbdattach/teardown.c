@@ -59,16 +59,64 @@ static int still_wanted(uint32_t index, const char *identifier, unsigned flags, 
 	return 0;
 }
 
+/* DISCONNECT drops the kernel's own references to the device's configuration, and with the
+ * last of them its pid and backend files and its size (Linux's nbd_config_put), all before the
+ * netlink reply. Whoever still has the device open holds the rest: until the last close the
+ * device looks connected, with no connection behind it, and no "change" uevent comes. A holder
+ * that is only closing (a process group just killed) gets a moment; one that stays gets a
+ * record, for ours, that tells our commands what the device is, and a "change" of our own makes
+ * udev drop the stable link now and wakes the device's monitor, which has nothing left to
+ * watch. Outside the lock: until the last close no CONNECT can take the minor, and a record
+ * naming an identifier the minor no longer carries is nobody's. */
+#define HOLDER_GRACE_MS 2000
+
+/* Still held open after the grace? Records it if so (and the device is ours). */
+static bool held_open(uint32_t index, const char *backend)
+{
+	char now[DEV_ID_MAX + 2];
+
+	if (!dev_is_started(index))
+		return false;
+	/* (Ours only: the write refuses any other identifier.) The last close may have come in
+	 * between, and its cleanup run before our write. */
+	if (release_record_write(index, backend) == 0 &&
+	    (!dev_is_started(index) || dev_read_attr(index, "backend", now, sizeof(now)) < 0 ||
+	     strcmp(now, backend))) {
+		(void)release_record_remove_if(index, backend);
+		return false;
+	}
+	return true;
+}
+
+/* After a successful DISCONNECT: waits for udev's "change" (the kernel's, or ours for a device
+ * held open). Returns whether the device is held open. */
+static bool await_release(struct udev_wait *w, uint32_t index, const char *backend, int timeout_ms)
+{
+	int grace = timeout_ms < HOLDER_GRACE_MS ? timeout_ms : HOLDER_GRACE_MS, r = -ETIMEDOUT;
+	char sysname[32];
+	bool held;
+
+	snprintf(sysname, sizeof(sysname), "nbd%" PRIu32, index);
+	if (w && dev_is_started(index))
+		r = udev_wait_change(w, sysname, NULL, grace, NULL);
+	if (r == 0)
+		return false;
+	held = held_open(index, backend);
+	if (w && (!held || dev_trigger_change(index) == 0))
+		(void)udev_wait_change(w, sysname, NULL, timeout_ms, NULL);
+	return held;
+}
+
 int teardown_device(uint32_t index, const char *identifier, unsigned flags, int timeout_ms,
-		    int *ret_udev_timedout)
+		    bool *ret_held_open)
 {
 	_cleanup_(state_unlock) int lock = -1;
 	struct udev_wait *w = NULL;
-	char sysname[32], backend[DEV_ID_MAX + 2];
+	char backend[DEV_ID_MAX + 2];
 	struct queue q = { 0 };
-	int r, rd, rw = -EAGAIN;
+	bool held = false;
+	int r, rd;
 
-	snprintf(sysname, sizeof(sysname), "nbd%" PRIu32, index);
 	r = state_lock(&lock);
 	if (r < 0)
 		return r;
@@ -90,10 +138,10 @@ int teardown_device(uint32_t index, const char *identifier, unsigned flags, int 
 			r = udev_record_remove_if(index, backend);
 	}
 	state_unlock(&lock);
-	if (w && rd == 0)
-		rw = udev_wait_change(w, sysname, NULL, timeout_ms, NULL);
+	if (rd == 0)
+		held = await_release(w, index, backend, timeout_ms);
 	udev_wait_free(w);
-	if (ret_udev_timedout)
-		*ret_udev_timedout = r == 0 && rw < 0;
+	if (r == 0 && ret_held_open)
+		*ret_held_open = held;
 	return r;
 }

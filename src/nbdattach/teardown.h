@@ -3,6 +3,7 @@
 #ifndef NBDATTACH_TEARDOWN_H
 #define NBDATTACH_TEARDOWN_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #define UDEV_TIMEOUT_DEFAULT_MS 30000
@@ -15,9 +16,10 @@
  * the records that are its own; then waits (at most TIMEOUT_MS) for udev to process the change.
  * -ESTALE: the device is no longer IDENTIFIER's, -EBUSY: TEARDOWN_IF_UNJOURNALED and a journal
  * entry names it now; nothing was done in either case. Otherwise the disconnect's error; the
- * udev wait timing out is not an error (the device is disconnected either way) but is reported
- * through *ret_udev_timedout if non-NULL. */
+ * udev wait timing out is not an error (the device is disconnected either way). On success,
+ * *ret_held_open (if non-NULL) says whether another process still holds the device open, so
+ * that the kernel keeps it until the last close (ours then gets a released/ record). */
 int teardown_device(uint32_t index, const char *identifier, unsigned flags, int timeout_ms,
-		    int *ret_udev_timedout);
+		    bool *ret_held_open);
 
 #endif

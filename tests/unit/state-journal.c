@@ -98,6 +98,29 @@ static void test_labels(void)
 	expect_int("short cookie refused", -EINVAL, dev_identifier_parse("nbdattach:t:n:0123", tag, name));
 }
 
+/* released/nbdN, in the state directory the caller set up. */
+static void test_release_records(void)
+{
+	struct claim c;
+	uint32_t *v = NULL;
+	size_t n = 0;
+
+	expect_int("no release record: ENOENT", -ENOENT, release_record_read(7, &c));
+	expect_int("release record of a foreign identifier refused", -EINVAL, release_record_write(7, "x:y"));
+	expect_int("release record written", 0, release_record_write(7, ID));
+	expect_int("release record read back", 0, release_record_read(7, &c));
+	unit_check(!strcmp(c.identifier, ID) && !strcmp(c.tag, "t") && !strcmp(c.name, "n"),
+		   "release record carries identifier, tag and name", "got '%s' '%s' '%s'", c.identifier, c.tag, c.name);
+	expect_int("release records listed", 0, release_record_list(&v, &n));
+	unit_check(n == 1 && v[0] == 7, "the one release record is listed", "%zu records", n);
+	free(v);
+	expect_int("remove_if of another identifier keeps it", 0,
+		   release_record_remove_if(7, "nbdattach:t:n:ffffffffffffffffffffffffffffffff"));
+	expect_int("still there", 0, release_record_read(7, &c));
+	expect_int("remove_if of its identifier removes it", 0, release_record_remove_if(7, ID));
+	expect_int("release record gone", -ENOENT, release_record_read(7, &c));
+}
+
 static void test_roundtrip(void)
 {
 	char dir[] = "/tmp/nbdattach-unit.XXXXXX", link[64], sub[64];
@@ -123,6 +146,7 @@ static void test_roundtrip(void)
 	w.saved_queue = false;
 	expect_int("remove", 0, state_remove(7));
 	expect_int("gone", -ENOENT, state_read(7, &r));
+	test_release_records();
 	chmod(dir, 0755);
 	expect_int("group/world-readable dir refused", -EPERM, state_write(&w));
 	snprintf(link, sizeof(link), "%s.lnk", dir);
@@ -131,6 +155,8 @@ static void test_roundtrip(void)
 	expect_int("symlinked state dir refused", -ENOTDIR, state_write(&w));
 	unlink(link);
 	snprintf(sub, sizeof(sub), "%s/devices", dir);
+	rmdir(sub);
+	snprintf(sub, sizeof(sub), "%s/released", dir);
 	rmdir(sub);
 	rmdir(dir);
 }
