@@ -61,8 +61,9 @@ static void forget_if_gone(uint32_t index)
 	r = udev_record_read(index, &c);
 	if ((r == 0 && !live(&i, have_dev, c.identifier)) || r == -EBADMSG)
 		udev_record_remove(index);
-	if (!have_dev || !i.held_open)
-		(void)release_record_remove(index);
+	r = release_record_read(index, &c);
+	if ((r == 0 && !(have_dev && i.held_open)) || r == -EBADMSG)
+		release_record_remove(index);
 }
 
 /* Tears down INDEX if it still carries IDENTIFIER (and, with TEARDOWN_IF_UNJOURNALED, still

@@ -446,7 +446,7 @@ static int64_t release_dead(struct run *run)
 			run->helper_failed = true;
 			volume_close_discards(v);
 			journal_step(&run->journal, "detach", v->name);
-			volume_release(&run->o, v);
+			volume_release(&run->o, v, true);
 		} else if (next < 0 || due < next) {
 			next = due;
 		}
@@ -559,7 +559,7 @@ static void release_volumes(struct run *run)
 
 		if (v->attached && !v->released)
 			journal_step(&run->journal, "detach", v->name);
-		if (volume_release(&run->o, v) < 0)
+		if (volume_release(&run->o, v, false) < 0)
 			run->helper_failed = true;
 		if (v->map_failed)
 			run->helper_failed = true; /* the provider may have got a map without its trailer */

@@ -353,7 +353,7 @@ static void reap_map_writer(struct volume *v)
 	v->map_pid = 0;
 }
 
-int volume_release(const struct run_opts *o, struct volume *v)
+int volume_release(const struct run_opts *o, struct volume *v, bool in_use)
 {
 	int r = 0;
 
@@ -364,7 +364,8 @@ int volume_release(const struct run_opts *o, struct volume *v)
 	if (v->attached && !v->released) {
 		bool held = false;
 
-		r = teardown_device(v->st.index, v->st.identifier, 0, o->udev_timeout_ms, &held);
+		r = teardown_device(v->st.index, v->st.identifier, in_use ? TEARDOWN_HOLDER_EXPECTED : 0,
+				    o->udev_timeout_ms, &held);
 		if (r == -ESTALE) /* detached by someone else meanwhile, the minor maybe reused */
 			r = 0;
 		if (r < 0)
@@ -372,8 +373,8 @@ int volume_release(const struct run_opts *o, struct volume *v)
 				  strerror(-r));
 		else
 			v->released = true;
-		/* Not ours to kill: it is outside the run's process group. */
-		if (held)
+		/* Not ours to kill: with the provider gone, it is outside the run's process group. */
+		if (held && !in_use)
 			log_error("warning: detached volume '%s' (/dev/nbd%" PRIu32 "), but a process outside the run "
 				  "still holds it open: the kernel frees it at the last close", v->name, v->st.index);
 	}

@@ -69,8 +69,9 @@ int volume_parse(const char *spec, struct volume *v);
  * fault points "attach:NAME", "map:NAME". RUN_ID is exported to map writer children. */
 int volume_setup(const struct run_opts *o, struct volume *v, struct run_rec *journal, const char *run_id);
 /* Reaps a map writer, closes the map, detaches (if attached); 0 or the detach's error. The
- * discard connection is left to volume_close_discards(). */
-int volume_release(const struct run_opts *o, struct volume *v);
+ * discard connection is left to volume_close_discards(). IN_USE: the provider is running and
+ * may hold the device (a dead volume); otherwise a holder is reported. */
+int volume_release(const struct run_opts *o, struct volume *v, bool in_use);
 /* Applies one acknowledged range to V's discards: 0, or -EINVAL / -ERANGE for a range that is
  * empty, overflows or runs past the export. A failing discard connection only stops V's
  * discards (with one warning): the backup goes on. */

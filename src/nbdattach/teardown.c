@@ -3,6 +3,7 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "claims.h"
 #include "cleanup.h"
@@ -63,48 +64,68 @@ static int still_wanted(uint32_t index, const char *identifier, unsigned flags, 
  * last of them its pid and backend files and its size (Linux's nbd_config_put), all before the
  * netlink reply. Whoever still has the device open holds the rest: until the last close the
  * device looks connected, with no connection behind it, and no "change" uevent comes. A holder
- * that is only closing (a process group just killed) gets a moment; one that stays gets a
- * record, for ours, that tells our commands what the device is, and a "change" of our own makes
- * udev drop the stable link now and wakes the device's monitor, which has nothing left to
- * watch. Outside the lock: until the last close no CONNECT can take the minor, and a record
- * naming an identifier the minor no longer carries is nobody's. */
+ * that is only closing (a process group just killed) gets a moment; for one that stays, a
+ * device of ours gets a record that tells our commands what it is, and a "change" of our own
+ * makes udev drop the stable link now and wakes the device's monitor, which has nothing left
+ * to watch. (No "change" for another tool's device: stock rules would probe a dead device.) */
 #define HOLDER_GRACE_MS 2000
 
-/* Still held open after the grace? Records it if so (and the device is ours). */
-static bool held_open(uint32_t index, const char *backend)
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Is the device still started with BACKEND? */
+static bool still_held(uint32_t index, const char *backend)
 {
 	char now[DEV_ID_MAX + 2];
 
-	if (!dev_is_started(index))
+	return dev_is_started(index) && dev_read_attr(index, "backend", now, sizeof(now)) == 0 &&
+	       !strcmp(now, backend);
+}
+
+/* Under the lock, as cleanup removes records of devices it finds released: writes the record
+ * of a device of ours still held open. false when it is released after all (or not ours). */
+static bool record_held(uint32_t index, const char *backend)
+{
+	_cleanup_(state_unlock) int lock = -1;
+
+	(void)state_lock(&lock);
+	if (!still_held(index, backend))
 		return false;
-	/* (Ours only: the write refuses any other identifier.) The last close may have come in
-	 * between, and its cleanup run before our write. */
-	if (release_record_write(index, backend) == 0 &&
-	    (!dev_is_started(index) || dev_read_attr(index, "backend", now, sizeof(now)) < 0 ||
-	     strcmp(now, backend))) {
-		(void)release_record_remove_if(index, backend);
+	if (release_record_write(index, backend) < 0)
 		return false;
-	}
 	return true;
 }
 
 /* After a successful DISCONNECT: waits for udev's "change" (the kernel's, or ours for a device
- * held open). Returns whether the device is held open. */
-static bool await_release(struct udev_wait *w, uint32_t index, const char *backend, int timeout_ms)
+ * of ours held open), giving a closing holder GRACE_MS. Returns whether the device is held. */
+static bool await_release(struct udev_wait *w, uint32_t index, const char *backend, int grace_ms,
+			  int timeout_ms)
 {
-	int grace = timeout_ms < HOLDER_GRACE_MS ? timeout_ms : HOLDER_GRACE_MS, r = -ETIMEDOUT;
+	int64_t deadline = now_ms() + (grace_ms < timeout_ms ? grace_ms : timeout_ms);
 	char sysname[32];
-	bool held;
+	bool seen = false;
 
 	snprintf(sysname, sizeof(sysname), "nbd%" PRIu32, index);
-	if (w && dev_is_started(index))
-		r = udev_wait_change(w, sysname, NULL, grace, NULL);
-	if (r == 0)
+	/* Any "change" of the device ends a wait (another teardown's, a udevadm trigger): only the
+	 * kernel's state says whether it was the last close's. */
+	while (w && dev_is_started(index) && now_ms() < deadline) {
+		if (udev_wait_change(w, sysname, NULL, (int)(deadline - now_ms()), NULL) < 0)
+			break;
+		seen = true;
+	}
+	if (!dev_is_started(index)) {
+		if (w && !seen) /* released at once: the kernel's "change" is still to come */
+			(void)udev_wait_change(w, sysname, NULL, timeout_ms, NULL);
 		return false;
-	held = held_open(index, backend);
-	if (w && (!held || dev_trigger_change(index) == 0))
+	}
+	if (record_held(index, backend) && dev_trigger_change(index) == 0 && w)
 		(void)udev_wait_change(w, sysname, NULL, timeout_ms, NULL);
-	return held;
+	return true;
 }
 
 int teardown_device(uint32_t index, const char *identifier, unsigned flags, int timeout_ms,
@@ -139,7 +160,8 @@ int teardown_device(uint32_t index, const char *identifier, unsigned flags, int 
 	}
 	state_unlock(&lock);
 	if (rd == 0)
-		held = await_release(w, index, backend, timeout_ms);
+		held = await_release(w, index, backend, flags & TEARDOWN_HOLDER_EXPECTED ? 0 : HOLDER_GRACE_MS,
+				     timeout_ms);
 	udev_wait_free(w);
 	if (r == 0 && ret_held_open)
 		*ret_held_open = held;

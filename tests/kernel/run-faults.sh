@@ -170,6 +170,8 @@ el=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
 grep -q 'Input/output error' "$tmp/dies.out" && pass "server died: the provider saw EIO" ||
 	fail "server died: the provider saw EIO" "$(cat "$tmp/dies.out")"
 grep -q 'the server went away' "$tmp/dies.err" && pass "server died: run says so" || fail "server died: run says so" "$(cat "$tmp/dies.err")"
+expect_eq "server died: the provider's own reader is not taken for an outside holder" 0 \
+	"$(grep -c 'still holds it open' "$tmp/dies.err")"
 udevadm settle
 expect_eq "server died: device released, no state" "0:" "$(connected):$(state_files)"
 
