@@ -94,15 +94,12 @@ static bool record_held(uint32_t index, const char *backend)
 	_cleanup_(state_unlock) int lock = -1;
 
 	(void)state_lock(&lock);
-	if (!still_held(index, backend))
-		return false;
-	if (release_record_write(index, backend) < 0)
-		return false;
-	return true;
+	return still_held(index, backend) && release_record_write(index, backend) == 0;
 }
 
 /* After a successful DISCONNECT: waits for udev's "change" (the kernel's, or ours for a device
- * of ours held open), giving a closing holder GRACE_MS. Returns whether the device is held. */
+ * of ours held open), giving a closing holder GRACE_MS milliseconds. Returns whether the device
+ * is held open. */
 static bool await_release(struct udev_wait *w, uint32_t index, const char *backend, int grace_ms,
 			  int timeout_ms)
 {
