@@ -17,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "cmd-util.h"
 #include "commands.h"
 #include "handshake.h"
@@ -50,14 +51,6 @@ static bool still_ours(const struct monitor *m)
 
 	return dev_info_get(m->index, &i) == 0 && i.started && i.size_sectors > 0 &&
 	       !strcmp(i.backend, m->identifier);
-}
-
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /* A death between attach and our subscription, or while events were being dropped, sent its

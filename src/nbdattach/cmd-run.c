@@ -25,6 +25,7 @@
 #include "ack.h"
 #include "children.h"
 #include "cleanup.h"
+#include "clock.h"
 #include "cmd-util.h"
 #include "commands.h"
 #include "devices.h"
@@ -57,14 +58,6 @@ struct run {
 	bool helper_failed;          /* 125 when the provider exits 0 */
 	bool fatal;                  /* 125 whatever the provider's status */
 };
-
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* ---- options ---- */
 

@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "cleanup.h"
+#include "clock.h"
 #include "discard.h"
 
 struct frag {
@@ -206,14 +207,6 @@ struct nbd_trimmer {
 
 DEFINE_CLEANUP(struct nbd_handle *, nbd_close)
 
-static int64_t mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static int nbd_errno(void)
 {
 	int e = nbd_get_errno();
@@ -291,7 +284,7 @@ int nbd_trimmer_trim(void *trimmer, uint64_t offset, uint64_t length)
 	if (c < 0)
 		return trimmer_fail(t, nbd_errno());
 	if (t->n == 0)
-		t->progress_ms = mono_ms();
+		t->progress_ms = now_ms();
 	t->q[t->n++] = (struct trim_cmd){ .cookie = c, .length = length };
 	return 0;
 }
@@ -308,7 +301,7 @@ static void retire(struct nbd_trimmer *t)
 			t->q[k++] = t->q[i];
 			continue;
 		}
-		t->progress_ms = mono_ms();
+		t->progress_ms = now_ms();
 		if (r < 0) {
 			trimmer_fail(t, nbd_errno());
 		} else {
@@ -353,7 +346,7 @@ int nbd_trimmer_dispatch(struct nbd_trimmer *t, short revents)
 	retire(t);
 	if (!t->error && t->n && (nbd_aio_is_dead(t->h) == 1 || nbd_aio_is_closed(t->h) == 1))
 		trimmer_fail(t, -ENOTCONN);
-	if (!t->error && t->n && mono_ms() >= t->progress_ms + t->timeout_ms)
+	if (!t->error && t->n && now_ms() >= t->progress_ms + t->timeout_ms)
 		trimmer_fail(t, -ETIMEDOUT);
 	return t->error;
 }
@@ -376,7 +369,7 @@ int nbd_trimmer_error(const struct nbd_trimmer *t)
 int nbd_trimmer_flush(struct nbd_trimmer *t)
 {
 	while (!t->error && t->n) {
-		int64_t left = t->progress_ms + t->timeout_ms - mono_ms();
+		int64_t left = t->progress_ms + t->timeout_ms - now_ms();
 
 		if (left <= 0)
 			return trimmer_fail(t, -ETIMEDOUT);

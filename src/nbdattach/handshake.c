@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "cleanup.h"
+#include "clock.h"
 #include "handshake.h"
 #include "state.h"
 
@@ -298,25 +299,17 @@ void hs_result_close(struct hs_result *res)
 	res->n_fds = 0;
 }
 
-static int64_t mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 bool hs_server_gone(const char *uri, int timeout_ms)
 {
 	_cleanup_(nbd_closep) struct nbd_handle *h = NULL;
-	int64_t deadline = mono_ms() + timeout_ms;
+	int64_t deadline = now_ms() + timeout_ms;
 
 	if (open_handle(uri, false, &h) < 0)
 		return false; /* cannot tell */
 	if (nbd_aio_connect_uri(h, uri) < 0)
 		return true;
 	while (!nbd_aio_is_ready(h)) {
-		int64_t left = deadline - mono_ms();
+		int64_t left = deadline - now_ms();
 
 		if (nbd_aio_is_dead(h) || nbd_aio_is_closed(h))
 			return true;

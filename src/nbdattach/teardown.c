@@ -3,10 +3,10 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
 
 #include "claims.h"
 #include "cleanup.h"
+#include "clock.h"
 #include "devices.h"
 #include "netlink.h"
 #include "state.h"
@@ -69,14 +69,6 @@ static int still_wanted(uint32_t index, const char *identifier, unsigned flags, 
  * makes udev drop the stable link now and wakes the device's monitor, which has nothing left
  * to watch. (No "change" for another tool's device: stock rules would probe a dead device.) */
 #define HOLDER_GRACE_MS 2000
-
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* Is the device still started with BACKEND? */
 static bool still_held(uint32_t index, const char *backend)

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "cleanup.h"
+#include "clock.h"
 #include "devices.h"
 #include "udev.h"
 
@@ -73,14 +74,6 @@ int udev_wait_new(struct udev_wait **ret)
 fail:
 	udev_wait_free(w);
 	return r < 0 ? r : -ENOMEM;
-}
-
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 static bool is_wanted(struct udev_wait *w, struct udev_device *d, const char *sysname)
