@@ -1,10 +1,12 @@
 #!/bin/bash
 # Region-map benchmark: a qemu-storage-daemon null-co export whose dirty bitmap alternates
 # dirty/clean every 64 KiB (64 GiB: 524,288 dirty extents; 1 TiB: 8.4 M with BENCH_MAP_TIB=1).
-# Median of 3 of: the bare libnbd block-status loop (the floor), `nbdattach map` in each format
-# to /dev/null, and `nbdinfo --map`; peak RSS of the binary stream; and the CPU time the server
-# itself spends producing the extents during the bare loop: no client can finish sooner, so
-# nbdinfo's time over it is the best ratio any client could reach against nbdinfo.
+# Median of BENCH_ROUNDS (default 5) interleaved rounds, each running once: the bare libnbd
+# block-status loop (the floor), `nbdattach map` in each format to /dev/null, and `nbdinfo --map`
+# (interleaved so that drift on a busy machine hits every contender alike); peak RSS of the
+# binary stream; and the CPU time the server itself spends producing the extents during the bare
+# loop: no client can finish sooner, so nbdinfo's time over it is the best ratio any client could
+# reach against nbdinfo.
 # Targets: binary <= 1.5x the bare loop, >= 25x faster than nbdinfo --map, RSS < 16 MiB.
 . "$(dirname "$0")/../tests/lib.sh"
 
@@ -66,18 +68,14 @@ server_cpu() {
 	c1=$(awk '{ print $14 + $15 }' "/proc/$pid/stat")
 	echo $(( (c1 - c0) * 1000000 / $(getconf CLK_TCK) ))
 }
-# median3_of MEASURE CMD...: the median of three MEASURE CMD... figures; median3: of wall time.
-median3_of() {
-	local a b c
-	a=$("$@") && b=$("$@") && c=$("$@") || return 1
-	printf '%s\n' "$a" "$b" "$c" | sort -n | sed -n 2p
-}
-median3() { median3_of secs "$@"; }
+ROUNDS=${BENCH_ROUNDS:-5}
+# median FIGURE...: the middle one.
+median() { printf '%s\n' "$@" | sort -n | sed -n "$(( ($# + 1) / 2 ))p"; }
 fmt() { awk -v u="$1" 'BEGIN { printf "%.3f", u / 1e6 }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", a / b }'; }
 
 bench_size() {
-	local label=$1 size=$2 uri loop bin text ni nbdinfo rss want
+	local label=$1 size=$2 uri loop bin text ni nbdinfo server rss nrss want r
 	start_export "$size" || { fail "bench-map $label" "qemu-storage-daemon"; return; }
 	t0=$(date +%s)
 	"$WRITER" "nbd+unix:///w?socket=$tmp/nbd.sock" $G || { fail "bench-map $label" "dirty-writer"; return; }
@@ -86,16 +84,22 @@ bench_size() {
 	want="$(( size / G / 2 )) $(( size / 2 ))"
 	expect_eq "bench-map $label: map has the expected extents" "end $want" \
 		"$("$NBDATTACH" map "$uri" --bitmap b --format text | tail -n 1)"
-	loop=$(median3 "$LOOP" "$uri" "$CTX")
-	bin=$(median3 "$NBDATTACH" map "$uri" --bitmap b)
-	text=$(median3 "$NBDATTACH" map "$uri" --bitmap b --format text)
-	ni=$(median3 "$NBDATTACH" map "$uri" --bitmap b --format nbdinfo)
-	nbdinfo=$(median3 nbdinfo --map="$CTX" "$uri")
-	server=$(median3_of server_cpu "$LOOP" "$uri" "$CTX")
+	local -a t_loop t_bin t_text t_ni t_nbdinfo t_server
+	for (( r = 0; r < ROUNDS; r++ )); do
+		t_loop+=("$(secs "$LOOP" "$uri" "$CTX")") &&
+		t_bin+=("$(secs "$NBDATTACH" map "$uri" --bitmap b)") &&
+		t_text+=("$(secs "$NBDATTACH" map "$uri" --bitmap b --format text)") &&
+		t_ni+=("$(secs "$NBDATTACH" map "$uri" --bitmap b --format nbdinfo)") &&
+		t_nbdinfo+=("$(secs nbdinfo --map="$CTX" "$uri")") &&
+		t_server+=("$(server_cpu "$LOOP" "$uri" "$CTX")") ||
+		{ fail "bench-map $label" "a timed command failed"; stop_export; return; }
+	done
+	loop=$(median "${t_loop[@]}") bin=$(median "${t_bin[@]}") text=$(median "${t_text[@]}")
+	ni=$(median "${t_ni[@]}") nbdinfo=$(median "${t_nbdinfo[@]}") server=$(median "${t_server[@]}")
 	rss=$( { /usr/bin/time -f %M "$NBDATTACH" map "$uri" --bitmap b >/dev/null; } 2>&1 | tail -n 1)
 	nrss=$( { /usr/bin/time -f %M nbdinfo --map="$CTX" "$uri" >/dev/null; } 2>&1 | tail -n 1)
 	stop_export
-	printf '\n%-34s %9s %9s\n' "$label ($(( size / G / 2 )) dirty extents)" seconds "vs loop"
+	printf '\n%-34s %9s %9s\n' "$label ($(( size / G / 2 )) dirty extents)" "median/$ROUNDS" "vs loop"
 	printf '%-34s %9s %9s\n' "bare libnbd block-status loop" "$(fmt "$loop")" 1.0
 	printf '%-34s %9s %9s\n' "nbdattach map --format binary" "$(fmt "$bin")" "$(ratio "$bin" "$loop")"
 	printf '%-34s %9s %9s\n' "nbdattach map --format text" "$(fmt "$text")" "$(ratio "$text" "$loop")"
