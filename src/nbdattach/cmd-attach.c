@@ -43,13 +43,14 @@ static int parse_opts(int argc, char **argv, struct attach_opts *o)
 		{ "json", no_argument, NULL, 'j' },
 		{ "no-monitor", no_argument, NULL, 'M' },
 		{ "max-request", required_argument, NULL, 'R' },
+		OPT_HELP,
 		{ 0 }
 	};
 	uint64_t v;
 	int c;
 
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, "+:", lo, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, ":h", lo, NULL)) != -1) {
 		switch (c) {
 		case 't': o->req.tag = optarg; if (!dev_label_valid(optarg)) return usage_bad_label("--tag", optarg); break;
 		case 'n': o->req.name = optarg; if (!dev_label_valid(optarg)) return usage_bad_label("--name", optarg); break;
@@ -71,6 +72,7 @@ static int parse_opts(int argc, char **argv, struct attach_opts *o)
 				return -EINVAL;
 			o->req.bitmap = optarg;
 			break;
+		case 'h': return PARSE_HELP;
 		default: return usage_bad_option(argv[optind - 1], c);
 		}
 	}
@@ -196,17 +198,10 @@ int cmd_attach(int argc, char **argv)
 	struct attach_opts o = { .req.udev_timeout_ms = UDEV_TIMEOUT_DEFAULT_MS };
 	int r = parse_opts(argc, argv, &o);
 
-	if (r < 0)
+	if (r)
+		return r < 0 ? EXIT_USAGE : command_help(argv[0]);
+	if (usage_bad_uri("attach", o.req.uri) < 0)
 		return EXIT_USAGE;
-	if (!strncmp(o.req.uri, "nbds", 4)) {
-		log_error("cannot attach '%s': TLS (nbds://) is not supported: the kernel's NBD client "
-			  "cannot speak TLS; export over a unix socket or plain nbd:// on a trusted network", o.req.uri);
-		return EXIT_FAIL;
-	}
-	if (strncmp(o.req.uri, "nbd://", 6) && strncmp(o.req.uri, "nbd+unix://", 11) && strncmp(o.req.uri, "nbd+vsock://", 12)) {
-		log_usage("attach: '%s' is not an NBD URI (nbd://HOST[:PORT]/EXPORT or nbd+unix:///EXPORT?socket=PATH)", o.req.uri);
-		return EXIT_USAGE;
-	}
 	if (geteuid() != 0) {
 		log_error("cannot attach '%s': must be run as root (needs CAP_SYS_ADMIN for the nbd netlink interface)", o.req.uri);
 		return EXIT_FAIL;

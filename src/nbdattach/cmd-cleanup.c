@@ -106,10 +106,13 @@ static int reap_claims(const struct cleanup_opts *o, const uint32_t *devs, size_
 {
 	_cleanup_free_ uint32_t *pids = NULL;
 	size_t n = 0;
-	int rc = 0;
+	int rc = 0, r;
 
-	if (claim_list(&pids, &n) < 0)
+	r = claim_list(&pids, &n);
+	if (r < 0) {
+		log_error("cannot clean up: cannot list '%s/claims': %s", state_base(), state_base_strerror(r));
 		return -EIO;
+	}
 	for (size_t k = 0; k < n; k++) {
 		struct claim c;
 
@@ -250,17 +253,19 @@ static int parse_opts(int argc, char **argv, struct cleanup_opts *o)
 		{ "device", required_argument, NULL, 'd' },
 		{ "udev-timeout", required_argument, NULL, 'U' },
 		{ "probe-timeout", required_argument, NULL, 'P' },
+		OPT_HELP,
 		{ 0 }
 	};
 	uint64_t v;
 	int c;
 
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, "+:", lo, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, ":h", lo, NULL)) != -1) {
 		switch (c) {
 		case 'd': o->device = optarg; break;
 		case 'U': if (parse_num_opt("--udev-timeout", optarg, 1, 3600, &v) < 0) return -EINVAL; o->udev_timeout_ms = (int)v * 1000; break;
 		case 'P': if (parse_num_opt("--probe-timeout", optarg, 1, 600, &v) < 0) return -EINVAL; o->probe_timeout_ms = (int)v * 1000; break;
+		case 'h': return PARSE_HELP;
 		default: return usage_bad_option(argv[optind - 1], c);
 		}
 	}
@@ -275,15 +280,22 @@ int cmd_cleanup(int argc, char **argv)
 {
 	struct cleanup_opts o = { .udev_timeout_ms = UDEV_TIMEOUT_DEFAULT_MS, .probe_timeout_ms = 5000 };
 	uint32_t index;
+	int r;
 
-	if (parse_opts(argc, argv, &o) < 0)
-		return EXIT_USAGE;
+	r = parse_opts(argc, argv, &o);
+	if (r)
+		return r < 0 ? EXIT_USAGE : command_help(argv[0]);
 	if (o.device && dev_parse_name(o.device, &index) < 0) {
 		log_usage("cleanup: '%s' is not an nbd device (expected /dev/nbdN or nbdN)", o.device);
 		return EXIT_USAGE;
 	}
 	if (geteuid() != 0) {
 		log_error("cannot clean up: must be run as root");
+		return EXIT_FAIL;
+	}
+	r = state_check_base();
+	if (r < 0) {
+		log_error("cannot clean up: state directory '%s': %s", state_base(), state_base_strerror(r));
 		return EXIT_FAIL;
 	}
 	if (o.device) {

@@ -31,18 +31,20 @@ static int parse_opts(int argc, char **argv, struct detach_opts *o)
 		{ "name", required_argument, NULL, 'n' },
 		{ "force", no_argument, NULL, 'f' },
 		{ "udev-timeout", required_argument, NULL, 'U' },
+		OPT_HELP,
 		{ 0 }
 	};
 	uint64_t v;
 	int c;
 
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, "+:", lo, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, ":h", lo, NULL)) != -1) {
 		switch (c) {
 		case 't': o->tag = optarg; if (!dev_label_valid(optarg)) return usage_bad_label("--tag", optarg); break;
 		case 'n': o->name = optarg; if (!dev_label_valid(optarg)) return usage_bad_label("--name", optarg); break;
 		case 'f': o->force = true; break;
 		case 'U': if (parse_num_opt("--udev-timeout", optarg, 1, 3600, &v) < 0) return -EINVAL; o->udev_timeout_ms = (int)v * 1000; break;
+		case 'h': return PARSE_HELP;
 		default: return usage_bad_option(argv[optind - 1], c);
 		}
 	}
@@ -147,9 +149,11 @@ int cmd_detach(int argc, char **argv)
 {
 	struct detach_opts o = { .udev_timeout_ms = UDEV_TIMEOUT_DEFAULT_MS };
 	uint32_t index;
+	int r;
 
-	if (parse_opts(argc, argv, &o) < 0)
-		return EXIT_USAGE;
+	r = parse_opts(argc, argv, &o);
+	if (r)
+		return r < 0 ? EXIT_USAGE : command_help(argv[0]);
 	if (o.device && dev_parse_name(o.device, &index) < 0) {
 		log_usage("detach: '%s' is not an nbd device (expected /dev/nbdN or nbdN)", o.device);
 		return EXIT_USAGE;

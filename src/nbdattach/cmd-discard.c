@@ -3,6 +3,7 @@
  * providers themselves. The range is shrunk inward to whole granules (QEMU 7.2 aborts on an
  * unaligned TRIM) and trimmed over a connection of its own; nothing is remembered between
  * calls, so the caller merges partial granules itself. */
+#include <ctype.h>
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
@@ -25,13 +26,7 @@ static int resolve(const char *target, char *uri, size_t len)
 	uint32_t index;
 	int r;
 
-	if (dev_parse_name(target, &index) < 0) {
-		const char *why = uri_unsupported(target);
-
-		if (why) {
-			log_error("cannot discard on '%s': %s", target, why);
-			return -EINVAL;
-		}
+	if (dev_parse_name(target, &index) < 0) { /* a URI cmd_discard has checked */
 		snprintf(uri, len, "%s", target);
 		return 0;
 	}
@@ -95,12 +90,16 @@ static int discard(const char *target, uint64_t gran, uint64_t off, uint64_t len
 
 int cmd_discard(int argc, char **argv)
 {
-	static const struct option lo[] = { { "granularity", required_argument, NULL, 'g' }, { 0 } };
+	static const struct option lo[] = { { "granularity", required_argument, NULL, 'g' }, OPT_HELP, { 0 } };
 	uint64_t gran = 65536, off, len;
+	const char *target;
+	uint32_t index;
 	int c;
 
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, ":", lo, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, ":h", lo, NULL)) != -1) {
+		if (c == 'h')
+			return command_help(argv[0]);
 		if (c != 'g')
 			return usage_bad_option(argv[optind - 1], c), EXIT_USAGE;
 		if (parse_pow2_opt("--granularity", optarg, 512, REGIONMAP_GRANULARITY_MAX, &gran) < 0)
@@ -113,5 +112,18 @@ int cmd_discard(int argc, char **argv)
 	if (parse_num_opt("OFFSET", argv[optind + 1], 0, UINT64_MAX, &off) < 0 ||
 	    parse_num_opt("LENGTH", argv[optind + 2], 1, UINT64_MAX, &len) < 0)
 		return EXIT_USAGE;
-	return discard(argv[optind], gran, off, len);
+	if (len > UINT64_MAX - off) {
+		log_usage("discard: OFFSET + LENGTH is beyond 2^64 bytes");
+		return EXIT_USAGE;
+	}
+	target = argv[optind];
+	if (dev_parse_name(target, &index) < 0) {
+		if (!strncmp(target, "/dev/", 5) || (!strncmp(target, "nbd", 3) && isdigit((unsigned char)target[3]))) {
+			log_usage("discard: '%s' is not an nbd device (expected /dev/nbdN or nbdN)", target);
+			return EXIT_USAGE;
+		}
+		if (usage_bad_uri("discard", target) < 0)
+			return EXIT_USAGE;
+	}
+	return discard(target, gran, off, len);
 }

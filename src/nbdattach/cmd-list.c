@@ -52,6 +52,8 @@ int cmd_list(int argc, char **argv)
 	bool json = false, first = true;
 	int r;
 
+	if (argc == 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")))
+		return command_help(argv[0]);
 	if (argc == 2 && !strcmp(argv[1], "--json"))
 		json = true;
 	else if (argc != 1) {

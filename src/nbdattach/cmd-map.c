@@ -280,6 +280,7 @@ static int parse_args(int argc, char **argv, struct map_opts *o)
 		{ "output", required_argument, NULL, 'o' },
 		{ "output-fd", required_argument, NULL, 'd' },
 		{ "granularity", required_argument, NULL, 'g' },
+		OPT_HELP,
 		{ 0 }
 	};
 	bool full = false;
@@ -287,9 +288,11 @@ static int parse_args(int argc, char **argv, struct map_opts *o)
 
 	*o = (struct map_opts){ .format = FMT_BINARY, .output_fd = -1, .granularity = 65536 };
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, ":", lo, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, ":h", lo, NULL)) != -1) {
 		if (c == '?' || c == ':')
 			return usage_bad_option(argv[optind - 1], c);
+		if (c == 'h')
+			return PARSE_HELP;
 		if (parse_opt(o, c, optarg, &full) < 0)
 			return -EINVAL;
 	}
@@ -470,13 +473,13 @@ int cmd_map(int argc, char **argv)
 	struct blockstatus *bs = NULL;
 	struct map_opts o;
 	struct target t;
-	const char *why;
 	int r;
 
-	if (parse_args(argc, argv, &o) < 0)
+	r = parse_args(argc, argv, &o);
+	if (r)
+		return r < 0 ? EXIT_USAGE : command_help(argv[0]);
+	if (usage_bad_uri("map", o.uri) < 0)
 		return EXIT_USAGE;
-	if ((why = uri_unsupported(o.uri)))
-		return fail_map(&o, why);
 	if (o.bitmap && asprintf(&context, BITMAP_PREFIX "%s", o.bitmap) < 0)
 		return fail_map(&o, strerror(ENOMEM));
 	r = blockstatus_connect(o.uri, context, &bs);

@@ -111,6 +111,9 @@ static int monitor(struct monitor *m)
 	}
 	udev_wait_free(uw);
 	nbd_nl_events_free(ev);
+	if (r < 0) /* to nobody when attach started us (stdio on /dev/null); by hand, to the user */
+		log_error("cannot monitor '/dev/%s': %s", m->sysname,
+			  r == -NBD_NL_ENOFAMILY ? "nbd kernel module not loaded" : strerror(-r));
 	return r;
 }
 
@@ -120,6 +123,7 @@ int cmd_monitor(int argc, char **argv)
 		{ "identifier", required_argument, NULL, 'i' },
 		{ "dead-conn-timeout", required_argument, NULL, 'D' },
 		{ "events-fd", required_argument, NULL, 'E' },
+		OPT_HELP,
 		{ 0 }
 	};
 	struct monitor m = { .udev_timeout_ms = UDEV_TIMEOUT_DEFAULT_MS, .events_fd = -1 };
@@ -127,8 +131,9 @@ int cmd_monitor(int argc, char **argv)
 	int c;
 
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, ":", lo, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, ":h", lo, NULL)) != -1) {
 		switch (c) {
+		case 'h': return command_help(argv[0]);
 		case 'i': m.identifier = optarg; break;
 		case 'D': if (parse_num_opt("--dead-conn-timeout", optarg, 0, 86400 * 365, &v) < 0) return EXIT_USAGE; m.dead_conn_timeout = v; break;
 		case 'E': if (parse_num_opt("--events-fd", optarg, 3, INT32_MAX, &v) < 0) return EXIT_USAGE; m.events_fd = (int)v; break;

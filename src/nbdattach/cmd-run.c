@@ -115,14 +115,17 @@ static int parse_args(int argc, char **argv, struct run_opts *o)
 		{ "timeout", required_argument, NULL, 'T' },
 		{ "dead-conn-timeout", required_argument, NULL, 'D' },
 		{ "udev-timeout", required_argument, NULL, 'U' },
+		OPT_HELP,
 		{ 0 }
 	};
 	int c;
 
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, "+:", lo, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "+:h", lo, NULL)) != -1) {
 		if (c == '?' || c == ':')
 			return usage_bad_option(argv[optind - 1], c);
+		if (c == 'h')
+			return PARSE_HELP;
 		if (parse_opt(o, c, optarg) < 0)
 			return -EINVAL;
 	}
@@ -659,10 +662,13 @@ static int exit_status(const struct run *run)
 
 static int run_main(struct run *run)
 {
-	int rc = setup_signals(run) < 0 ? EXIT_RUN_HELPER : 0;
+	int rc = setup_signals(run) < 0 ? EXIT_RUN_HELPER : 0, r;
 
-	if (rc == 0 && nbd_nl_events_open(on_link_dead, run, &run->ev) < 0) {
-		log_error("cannot run: nbd kernel module not loaded: run 'modprobe nbd' (see modprobe.d/nbdattach.conf)");
+	if (rc == 0 && (r = nbd_nl_events_open(on_link_dead, run, &run->ev)) < 0) {
+		if (r == -NBD_NL_ENOFAMILY)
+			log_error("cannot run: nbd kernel module not loaded: run 'modprobe nbd' (see modprobe.d/nbdattach.conf)");
+		else
+			log_error("cannot run: cannot subscribe to the nbd netlink events: %s", strerror(-r));
 		rc = EXIT_RUN_HELPER;
 	}
 	if (rc == 0 && journal_step(&run->journal, "begin", NULL) < 0) {
@@ -710,14 +716,17 @@ static void init_run(struct run *run)
 int cmd_run(int argc, char **argv)
 {
 	_cleanup_free_ struct run *run = calloc(1, sizeof(*run));
+	int r;
 
 	if (!run) {
 		log_error("cannot run: out of memory");
 		return EXIT_RUN_HELPER;
 	}
 	init_run(run);
-	if (parse_args(argc, argv, &run->o) < 0)
-		return EXIT_USAGE;
+	/* A usage error is the helper's too: 2 could be the provider's own status. */
+	r = parse_args(argc, argv, &run->o);
+	if (r)
+		return r < 0 ? EXIT_RUN_HELPER : command_help(argv[0]);
 	if (!run->o.tag) {
 		snprintf(run->o.tag_buf, sizeof(run->o.tag_buf), "run-%ld", (long)getpid());
 		run->o.tag = run->o.tag_buf;

@@ -19,6 +19,8 @@ int cmd_status(int argc, char **argv)
 	uint32_t index;
 	int r;
 
+	if (argc == 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")))
+		return command_help(argv[0]);
 	if (argc != 2) {
 		log_usage("status: expected exactly one DEVICE");
 		return EXIT_USAGE;

@@ -61,10 +61,21 @@ uint64_t page_size(void)
 const char *uri_unsupported(const char *uri)
 {
 	if (!strncmp(uri, "nbds", 4))
-		return "TLS (nbds://) is not supported: the kernel cannot speak TLS";
+		return "TLS (nbds://) is not supported: the kernel's NBD client cannot speak TLS; "
+		       "export over a unix socket or plain nbd:// on a trusted network";
 	if (strncmp(uri, "nbd://", 6) && strncmp(uri, "nbd+unix://", 11) && strncmp(uri, "nbd+vsock://", 12))
 		return "unsupported URI scheme (expected nbd://, nbd+unix:// or nbd+vsock://)";
 	return NULL;
+}
+
+int usage_bad_uri(const char *cmd, const char *uri)
+{
+	const char *why = uri_unsupported(uri);
+
+	if (!why)
+		return 0;
+	log_usage("%s: cannot use '%s': %s", cmd, uri, why);
+	return -EINVAL;
 }
 
 int parse_bitmap_opt(const char *opt, const char *arg)
@@ -93,6 +104,8 @@ int usage_bad_option(const char *arg, int c)
 {
 	if (c == ':')
 		log_usage("option '%s' needs an argument", arg);
+	else if (arg[0] == '-' && arg[1] >= '0' && arg[1] <= '9')
+		log_usage("invalid argument '%s' (no number here may be negative)", arg);
 	else
 		log_usage("unknown option '%s' (see nbdattach(8))", arg);
 	return -EINVAL;

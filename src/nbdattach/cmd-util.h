@@ -10,6 +10,8 @@ int parse_num_opt(const char *opt, const char *arg, uint64_t min, uint64_t max, 
 /* NULL for a URI the helper takes, else why not: the kernel's NBD client cannot do TLS, and
  * every URI may end up on a device. */
 const char *uri_unsupported(const char *uri);
+/* 0 for a URI the helper takes, else prints "CMD: cannot use 'URI': why" and returns -EINVAL. */
+int usage_bad_uri(const char *cmd, const char *uri);
 /* The same, and a power of two. */
 int parse_pow2_opt(const char *opt, const char *arg, uint64_t min, uint64_t max, uint64_t *ret);
 /* The kernel's page size: nbd's largest block size and smallest request cap. */
@@ -26,6 +28,11 @@ int parse_bitmap_opt(const char *opt, const char *arg);
 int usage_bad_label(const char *opt, const char *arg);
 /* For getopt's '?' / ':' results. */
 int usage_bad_option(const char *arg, int c);
+/* Every command takes --help (-h) as an option of its own, so that "-h" given as an option's
+ * value (a bitmap may be named "-h") is that value; a parser returns PARSE_HELP for it and its
+ * command returns command_help(). */
+#define OPT_HELP { "help", no_argument, NULL, 'h' }
+#define PARSE_HELP 1
 /* Prints "cannot attach 'URI': REASON" (with advice for known errors); returns EXIT_FAIL. */
 int fail_attach(const char *uri, int err, const char *detail);
 

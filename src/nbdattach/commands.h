@@ -11,6 +11,7 @@
 #define EXIT_USAGE 2
 
 /* Each returns an exit status; argv[0] is the subcommand name. */
+int command_help(const char *name);
 int cmd_version(int argc, char **argv);
 int cmd_attach(int argc, char **argv);
 int cmd_detach(int argc, char **argv);

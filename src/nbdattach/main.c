@@ -40,6 +40,8 @@ static const struct command commands[] = {
 
 int cmd_version(int argc, char **argv)
 {
+	if (argc == 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")))
+		return command_help(argv[0]);
 	if (argc > 1) {
 		log_usage("version takes no arguments");
 		return EXIT_USAGE;
@@ -48,18 +50,11 @@ int cmd_version(int argc, char **argv)
 	return EXIT_OK;
 }
 
-/* --help anywhere among a command's options (not after "--": that belongs to run's provider). */
-static bool wants_help(int argc, char **argv)
+int command_help(const char *name)
 {
-	for (int i = 2; i < argc && strcmp(argv[i], "--"); i++)
-		if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h"))
-			return true;
-	return false;
-}
-
-static int command_help(const struct command *c)
-{
-	printf("Usage: nbdattach %s\nSee nbdattach(8).\n", c->synopsis);
+	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+		if (!strcmp(name, commands[i].name))
+			printf("Usage: nbdattach %s\nSee nbdattach(8).\n", commands[i].synopsis);
 	return EXIT_OK;
 }
 
@@ -116,7 +111,7 @@ int main(int argc, char **argv)
 		return cmd_version(argc - 1, argv + 1);
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
 		if (!strcmp(argv[1], commands[i].name))
-			return wants_help(argc, argv) ? command_help(&commands[i]) : commands[i].run(argc - 1, argv + 1);
+			return commands[i].run(argc - 1, argv + 1);
 	log_usage("unknown command '%s' (try 'nbdattach --help')", argv[1]);
 	return EXIT_USAGE;
 }

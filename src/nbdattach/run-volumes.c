@@ -209,7 +209,7 @@ static int map_pipe(struct volume *v, struct run_rec *j, const char *run_id)
 
 static void open_discards(const struct run_opts *o, struct volume *v)
 {
-	char why[256];
+	char why[256] = "";
 	int r;
 
 	if (!o->discard)
@@ -220,7 +220,7 @@ static void open_discards(const struct run_opts *o, struct volume *v)
 		r = discarder_new(v->st.size, v->granularity, nbd_trimmer_trim, v->trimmer, &v->disc);
 	if (r < 0) {
 		log_error("warning: volume '%s': backed-up ranges will not be discarded: %s", v->name,
-			  r == -EINVAL ? "bad granularity" : why);
+			  why[0] ? why : strerror(-r));
 		nbd_trimmer_close(v->trimmer);
 		v->trimmer = NULL;
 	}

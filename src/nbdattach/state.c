@@ -175,15 +175,38 @@ static int open_private_dir(int parent_fd, const char *path, bool create, int *r
 	return 0;
 }
 
-static int open_base(bool create, int *ret_fd)
+const char *state_base(void)
 {
 	const char *base = getenv("NBDATTACH_STATE_DIR");
 
-	if (!base || !*base)
-		base = STATE_DIR_DEFAULT;
+	return base && *base ? base : STATE_DIR_DEFAULT;
+}
+
+static int open_base(bool create, int *ret_fd)
+{
+	const char *base = state_base();
+
 	if (base[0] != '/')
 		return -EINVAL;
 	return open_private_dir(-1, base, create, ret_fd);
+}
+
+int state_check_base(void)
+{
+	_cleanup_close_ int fd = -1;
+	int r = open_base(false, &fd);
+
+	return r == -ENOENT ? 0 : r;
+}
+
+const char *state_base_strerror(int err)
+{
+	switch (err) {
+	case -EINVAL: return "not an absolute path";
+	case -ENOTDIR: return "not a directory, or a symbolic link";
+	case -EPERM: return "not owned by this user, or open to group or others";
+	default: return strerror(-err);
+	}
 }
 
 int state_open_dir(const char *sub, bool create, int *ret_fd)

@@ -48,6 +48,13 @@ int state_parse(const char *buf, size_t len, struct state_rec *ret);
 /* Serialises REC into BUF; -ENOBUFS if too small, -EINVAL for a field state_parse would refuse. */
 int state_format(const struct state_rec *rec, char *buf, size_t len, size_t *ret_len);
 
+/* The state directory's path ($NBDATTACH_STATE_DIR or the default). */
+const char *state_base(void);
+/* 0 when the state directory is usable or absent, else why not: -EINVAL (not an absolute
+ * path), -ENOTDIR (not a directory, or a symbolic link), -EPERM (not ours, or group/world
+ * accessible); state_base_strerror() says it in words. */
+int state_check_base(void);
+const char *state_base_strerror(int err);
 /* Opens (CREATE: creating) the private subdirectory SUB of the state directory. */
 int state_open_dir(const char *sub, bool create, int *ret_fd);
 

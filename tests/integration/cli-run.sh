@@ -1,15 +1,17 @@
 #!/bin/bash
 # Host, no VM: run's and discard's argument parsing; each mistake is one line
-# "nbdattach: ..." and exit 2, before anything is attached or spawned.
+# "nbdattach: ..." and a usage exit (run: 125, which no provider status can be; discard: 2),
+# before anything is attached or spawned.
 . "$(dirname "$0")/../lib.sh"
 
 tmp=$(mktmpdir)
-# usage_err DESC EXPECTED-SUBSTRING ARGS...: exit 2, one line "nbdattach: ..." containing it,
-# and the provider (which would create $tmp/ran) never started.
+# usage_err DESC EXPECTED-SUBSTRING ARGS...: a usage exit, one line "nbdattach: ..." containing
+# it, and the provider (which would create $tmp/ran) never started.
 usage_err() {
-	local d=$1 want=$2 out rc; shift 2
+	local d=$1 want=$2 out rc usage=2; shift 2
+	[ "$1" = run ] && usage=125
 	out=$("$NBDATTACH" "$@" 2>&1 >/dev/null); rc=$?
-	if [ "$rc" -eq 2 ] && [ "$(printf '%s\n' "$out" | wc -l)" -eq 1 ] && [[ "$out" == "nbdattach: "*"$want"* ]] &&
+	if [ "$rc" -eq "$usage" ] && [ "$(printf '%s\n' "$out" | wc -l)" -eq 1 ] && [[ "$out" == "nbdattach: "*"$want"* ]] &&
 		[ ! -e "$tmp/ran" ]; then
 		pass "$d"
 	else

@@ -24,11 +24,11 @@ one_line() {
 nosock="nbd+unix:///disk?socket=$dir/missing.sock"
 one_line "missing socket" 1 "^nbdattach: cannot map '$nosock': .*No such file" \
 	"$NBDATTACH" map "$nosock" --bitmap b
-one_line "nbds:// refused" 1 "cannot map 'nbds://h/e': .*kernel cannot speak TLS" \
+one_line "nbds:// refused" 2 "map: cannot use 'nbds://h/e': .*NBD client cannot speak TLS" \
 	"$NBDATTACH" map nbds://h/e --bitmap b
-one_line "nbds+unix:// refused" 1 "kernel cannot speak TLS" \
+one_line "nbds+unix:// refused" 2 "cannot speak TLS" \
 	"$NBDATTACH" map "nbds+unix:///e?socket=/x" --bitmap b
-one_line "other scheme refused" 1 "unsupported URI scheme" "$NBDATTACH" map "http://h/e"
+one_line "other scheme refused" 2 "unsupported URI scheme" "$NBDATTACH" map "http://h/e"
 one_line "bad option: usage" 2 "^nbdattach: unknown option '--bogus'" "$NBDATTACH" map x --bogus
 one_line "missing URI: usage" 2 "map: missing URI" "$NBDATTACH" map --full
 one_line "bad format: usage" 2 "invalid --format 'xml'" "$NBDATTACH" map x --format xml
