@@ -26,9 +26,10 @@
 struct log {
 	uint64_t off[4096], len[4096];
 	unsigned n;
-	bool misaligned;
+	bool misaligned, unacked;
 	uint64_t gran, size;
 	unsigned char *trimmed; /* per granule */
+	const unsigned char *acked; /* per byte, when set: a trim may cover only acked bytes */
 };
 
 static int record(void *opaque, uint64_t off, uint64_t len)
@@ -42,6 +43,10 @@ static int record(void *opaque, uint64_t off, uint64_t len)
 		l->len[l->n] = len;
 	}
 	l->n++;
+	if (l->acked)
+		for (uint64_t b = off; b < off + len && b < l->size; b++)
+			if (!l->acked[b])
+				l->unacked = true;
 	if (l->trimmed)
 		for (uint64_t g = off / l->gran; g < (off + len) / l->gran; g++)
 			l->trimmed[g] = 1;
@@ -79,6 +84,10 @@ static void test_basic(void)
 	unit_check(l.n == 3 && l.off[2] == 20 * G && l.len[2] == G, "first granule completes", "n=%u", l.n);
 	expect_int("tail of the second", 0, discarder_ack(d, 21 * G + 100, G - 100));
 	unit_check(l.n == 4 && l.off[3] == 21 * G && l.len[3] == G, "second granule completes", "n=%u", l.n);
+	expect_int("first byte of a granule", 0, discarder_ack(d, 30 * G, 1));
+	expect_int("all but 4 KiB after it", 0, discarder_ack(d, 30 * G + 4097, G - 4097));
+	unit_check(l.n == 4, "a granule with a 4 KiB hole is not trimmed", "n=%u", l.n);
+	expect_u64("its pieces pending", G - 4096, discarder_pending(d));
 	expect_int("zero length", -EINVAL, discarder_ack(d, 0, 0));
 	expect_int("overflow", -EINVAL, discarder_ack(d, UINT64_MAX, 2));
 	expect_int("past the end", -ERANGE, discarder_ack(d, 99 * G, 2 * G));
@@ -122,6 +131,7 @@ static void test_random(void)
 	bool all_ok = true;
 
 	l.trimmed = calloc(size / G + 1, 1);
+	l.acked = acked;
 	for (unsigned round = 0; round < 20000; round++) {
 		uint64_t off = (uint64_t)rand_r(&seed) % size, len = 1 + (uint64_t)rand_r(&seed) % (3 * G);
 
@@ -133,11 +143,13 @@ static void test_random(void)
 	}
 	for (uint64_t off = 0; off < size; off += 4093) { /* fill the holes */
 		uint64_t len = off + 4093 > size ? size - off : 4093;
+		memset(acked + off, 1, len);
 		if (discarder_ack(d, off, len) < 0)
 			all_ok = false;
 	}
 	unit_check(all_ok, "random acks accepted", "an ack failed");
 	unit_check(!l.misaligned, "random acks: every trim aligned and before the end", "misaligned");
+	unit_check(!l.unacked, "random acks: every trimmed byte acknowledged before its trim", "one was not");
 	for (uint64_t g = 0; g < size / G; g++)
 		if (!l.trimmed[g])
 			all_ok = false;

@@ -78,6 +78,25 @@ static int iterate(int fd, unsigned mode)
 	return e;
 }
 
+/* Whether reading FD in MODE yields exactly the N regions RECS, then a verified end. */
+static bool reads_back(int fd, unsigned mode, const struct rec *recs, size_t n)
+{
+	struct regionmap_reader *r;
+	uint64_t o, l;
+	size_t k = 0;
+	bool same = true;
+	int e = regionmap_reader_open(fd, mode, &r);
+
+	if (e < 0)
+		return false;
+	while ((e = regionmap_reader_next(r, &o, &l)) > 0) {
+		same = same && k < n && o == recs[k].off && l == recs[k].len;
+		k++;
+	}
+	regionmap_reader_free(r);
+	return e == 0 && same && k == n;
+}
+
 /* Read m as a stream; in memfd mode (count patched into the header, sealed) too. */
 static int read_stream(const struct raw *m)
 {
@@ -119,6 +138,14 @@ static void test_header(void)
 
 	build(&m, 16 * G, 0, good, 3);
 	both("well-formed map", &m, 3, 0);
+	int fd = memfd_with(m.b, m.len, 0);
+	unit_check(reads_back(fd, REGIONMAP_READ_STREAM, good, 3), "well-formed map: the regions written (stream)", "differ");
+	close(fd);
+	c = m;
+	rm_put64(c.b + 32, 3);
+	fd = memfd_with(c.b, c.len, ALL_SEALS);
+	unit_check(reads_back(fd, REGIONMAP_READ_MEMFD, good, 3), "well-formed map: the regions written (memfd)", "differ");
+	close(fd);
 	c = m; c.b[0] ^= 1;
 	both("bad magic", &c, 3, -EBADMSG);
 	c = m; rm_put32(c.b + 8, 2);
