@@ -60,6 +60,22 @@ trap 'exit 130' INT TERM
 # removes last.
 _tmproot=$(mktemp -d "${TMPDIR:-/tmp}/nbdattach-test.XXXXXX") || exit 1
 defer "rm -rf --one-file-system '$_tmproot'"
+# set_free_queues RA_KB MAX_KB NOMERGES: give every free nbd minor these queue settings (another
+# tool's choice, which nbdattach must put back at detach; "" leaves one as it is), and each
+# minor its own again when the test exits.
+set_free_queues() {
+	local q a v
+	for q in /sys/block/nbd*; do
+		[ -e "$q/pid" ] && continue
+		for a in read_ahead_kb:$1 max_sectors_kb:$2 nomerges:$3; do
+			v=${a#*:} a=$q/queue/${a%%:*}
+			[ -n "$v" ] || continue
+			defer "echo $(cat "$a") > $a"
+			echo "$v" > "$a"
+		done
+	done
+}
+
 mktmpdir() {
 	mktemp -d "$_tmproot/XXXXXX"
 }

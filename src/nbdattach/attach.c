@@ -168,8 +168,8 @@ static int finish_attach(const struct attach_req *o, struct udev_wait *w, struct
 	int r;
 
 	*what = "cannot read the device's queue settings";
-	if (o->bitmap || o->max_request || res->server_max_request) {
-		r = dev_get_queue(s->index, &s->saved_read_ahead_kb, &s->saved_max_sectors_kb);
+	if (o->snapshot || o->max_request || res->server_max_request) {
+		r = dev_get_queue(s->index, &s->saved_read_ahead_kb, &s->saved_max_sectors_kb, &s->saved_nomerges);
 		if (r < 0)
 			return r;
 		s->saved_queue = true;
@@ -183,7 +183,11 @@ static int finish_attach(const struct attach_req *o, struct udev_wait *w, struct
 	if (r < 0)
 		return r;
 	*what = "cannot set read_ahead_kb to 0";
-	r = o->bitmap ? dev_set_read_ahead(s->index, 0) : 0;
+	r = o->snapshot ? dev_set_read_ahead(s->index, 0) : 0;
+	if (r < 0)
+		return r;
+	*what = "cannot set nomerges to 2";
+	r = o->snapshot ? dev_set_nomerges(s->index, 2) : 0;
 	if (r < 0)
 		return r;
 	*what = "cannot set max_sectors_kb";

@@ -17,6 +17,9 @@ struct attach_req {
 	uint64_t block_size;      /* 0: choose */
 	uint64_t timeout, dead_conn_timeout;
 	uint64_t max_request;     /* bytes per kernel request (max_sectors_kb), 0: the kernel's */
+	/* A snapshot for a backup: read-ahead 0 (reads outside the dirty regions fail) and no
+	 * merging of requests (with max_request one granule: no request spans two clusters). */
+	bool snapshot;
 	int udev_timeout_ms;
 	/* Signals to block once the handshake is done (it may hang on a server that never
 	 * answers: until then a signal just ends us), from before the claim to the return; the

@@ -90,6 +90,9 @@ static int parse_opts(int argc, char **argv, struct attach_opts *o)
 	 * one: the kernel must never send a request larger than a cluster (64 KiB by default). */
 	if (o->req.bitmap && !o->req.max_request)
 		o->req.max_request = 65536;
+	/* The cap bounds a request's size, not where it starts: merged requests would still
+	 * span two clusters. */
+	o->req.snapshot = o->req.bitmap != NULL;
 	return 0;
 }
 

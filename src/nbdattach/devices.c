@@ -172,11 +172,21 @@ static int read_kb_attr(uint32_t index, const char *attr, uint32_t *ret)
 	return 0;
 }
 
-int dev_get_queue(uint32_t index, uint32_t *ret_read_ahead_kb, uint32_t *ret_max_sectors_kb)
+int dev_get_queue(uint32_t index, uint32_t *ret_read_ahead_kb, uint32_t *ret_max_sectors_kb, uint32_t *ret_nomerges)
 {
 	int r = read_kb_attr(index, "queue/read_ahead_kb", ret_read_ahead_kb);
 
-	return r < 0 ? r : read_kb_attr(index, "queue/max_sectors_kb", ret_max_sectors_kb);
+	if (r >= 0)
+		r = read_kb_attr(index, "queue/max_sectors_kb", ret_max_sectors_kb);
+	return r < 0 ? r : read_kb_attr(index, "queue/nomerges", ret_nomerges);
+}
+
+int dev_set_nomerges(uint32_t index, unsigned mode)
+{
+	char val[16];
+
+	snprintf(val, sizeof(val), "%u", mode);
+	return write_attr(index, "queue/nomerges", val);
 }
 
 int dev_set_max_request(uint32_t index, uint64_t bytes)

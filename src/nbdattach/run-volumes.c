@@ -127,6 +127,9 @@ static int attach_volume(const struct run_opts *o, struct volume *v)
 		 * copied to the fleecing image and one not yet copied with the guest's new data: one
 		 * granule (the copy-before-write cluster) per request at most, within nbd's 32 MiB. */
 		.max_request = v->granularity < MAX_REQUEST_MAX ? v->granularity : MAX_REQUEST_MAX,
+		/* ... and merging off, else the block layer merges a provider's neighbouring reads
+		 * into one request (within the cap) across two clusters. Full maps read snapshots too. */
+		.snapshot = true,
 	};
 	struct attach_result res;
 	const char *what = NULL;

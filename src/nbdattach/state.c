@@ -51,7 +51,7 @@ static int parse_line(char *line, struct state_rec *r, unsigned *seen)
 {
 	static const char *const keys[] = { "index", "identifier", "tag", "name", "uri", "export",
 		"bitmap", "size", "block-size", "connections", "read-only", "pid", "time", "owner",
-		"saved-read-ahead-kb", "saved-max-sectors-kb" };
+		"saved-read-ahead-kb", "saved-max-sectors-kb", "saved-nomerges" };
 	char *v = strchr(line, '=');
 	uint64_t x = 0;
 	unsigned k;
@@ -86,6 +86,7 @@ static int parse_line(char *line, struct state_rec *r, unsigned *seen)
 		break;
 	case 14: e = set_num(v, UINT32_MAX, &x); r->saved_read_ahead_kb = (uint32_t)x; break;
 	case 15: e = set_num(v, UINT32_MAX, &x); r->saved_max_sectors_kb = (uint32_t)x; break;
+	case 16: e = set_num(v, 2, &x); r->saved_nomerges = (uint32_t)x; break;
 	}
 	return e;
 }
@@ -146,8 +147,9 @@ int state_format(const struct state_rec *r, char *buf, size_t len, size_t *ret_l
 		     r->size, r->block_size, r->connections, r->read_only ? 1 : 0, r->pid, r->time, owner);
 	if (n >= 0 && (size_t)n < len && r->saved_queue)
 		n += snprintf(buf + n, len - (size_t)n,
-			      "saved-read-ahead-kb=%" PRIu32 "\nsaved-max-sectors-kb=%" PRIu32 "\n",
-			      r->saved_read_ahead_kb, r->saved_max_sectors_kb);
+			      "saved-read-ahead-kb=%" PRIu32 "\nsaved-max-sectors-kb=%" PRIu32
+			      "\nsaved-nomerges=%" PRIu32 "\n",
+			      r->saved_read_ahead_kb, r->saved_max_sectors_kb, r->saved_nomerges);
 	if (n < 0 || (size_t)n >= len || (size_t)n > STATE_FILE_MAX)
 		return -ENOBUFS;
 	*ret_len = (size_t)n;

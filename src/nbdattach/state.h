@@ -40,7 +40,7 @@ struct state_rec {
 	 * max_sectors_kb), put back before DISCONNECT: the minor outlives us and is handed to the
 	 * next user, nbdattach or not. */
 	bool saved_queue;
-	uint32_t saved_read_ahead_kb, saved_max_sectors_kb;
+	uint32_t saved_read_ahead_kb, saved_max_sectors_kb, saved_nomerges;
 };
 
 /* Parses one file's bytes (need not be NUL-terminated). -EBADMSG on anything unexpected. */

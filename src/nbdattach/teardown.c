@@ -16,7 +16,7 @@
 /* The queue settings attach made, as read before restoring the device's own. */
 struct queue {
 	bool saved;
-	uint32_t ours_ra, ours_max; /* KiB */
+	uint32_t ours_ra, ours_max, ours_nomerges; /* KiB, KiB, mode */
 };
 
 /* Puts back the queue settings attach changed, while the device is still connected to us:
@@ -28,22 +28,24 @@ static void restore_queue(uint32_t index, struct queue *q)
 
 	if (state_read(index, &s) < 0 || !s.saved_queue ||
 	    dev_read_attr(index, "backend", backend, sizeof(backend)) < 0 || strcmp(backend, s.identifier) ||
-	    dev_get_queue(index, &q->ours_ra, &q->ours_max) < 0)
+	    dev_get_queue(index, &q->ours_ra, &q->ours_max, &q->ours_nomerges) < 0)
 		return;
 	q->saved = true;
 	/* Best effort: failing to restore a tuning knob must not keep the device attached. */
 	(void)dev_set_read_ahead(index, s.saved_read_ahead_kb);
 	(void)dev_set_max_request(index, (uint64_t)s.saved_max_sectors_kb * 1024);
+	(void)dev_set_nomerges(index, s.saved_nomerges);
 }
 
-/* DISCONNECT failed and the device stays ours: without read-ahead 0 and the one-granule cap,
- * its reads would leave the dirty regions, or span copied and uncopied clusters. */
+/* DISCONNECT failed and the device stays ours: without read-ahead 0, the one-granule cap and
+ * merging off, its reads would leave the dirty regions, or span copied and uncopied clusters. */
 static void reapply_queue(uint32_t index, const struct queue *q)
 {
 	if (!q->saved)
 		return;
 	(void)dev_set_read_ahead(index, q->ours_ra);
 	(void)dev_set_max_request(index, (uint64_t)q->ours_max * 1024);
+	(void)dev_set_nomerges(index, q->ours_nomerges);
 }
 
 /* Under the lock: is INDEX still the device we mean to tear down? */

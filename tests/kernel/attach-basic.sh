@@ -35,12 +35,10 @@ check_fails "device no longer started" test -e "/sys/block/nbd$n/pid"
 check_fails "state file removed" test -e "/run/nbdattach/devices/nbd$n"
 "$NBDATTACH" status "$dev" >/dev/null; expect_eq "status says not connected (exit 3)" 3 "$?"
 
-# --json and --bitmap: read-only, read-ahead 0, one granule per request, the minor's own queue
-# settings put back at detach (another tool's choice, as set here, survives); a missing bitmap
-# is refused.
-for q in /sys/block/nbd*; do
-	[ -e "$q/pid" ] || { echo 256 > "$q/queue/read_ahead_kb"; echo 512 > "$q/queue/max_sectors_kb"; }
-done
+# --json and --bitmap: read-only, read-ahead 0, one granule per request, no merging, the minor's
+# own queue settings put back at detach (another tool's choice, as set here, survives); a
+# missing bitmap is refused.
+set_free_queues 256 512 1
 json=$("$NBDATTACH" attach --json --bitmap b0 --tag test --name bm "$(qnbd_uri "$sock")" 2>"$tmp/err")
 rc=$?
 expect_eq "attach --bitmap --json exits 0 ($(cat "$tmp/err"))" 0 "$rc"
@@ -49,9 +47,10 @@ n=${dev#/dev/nbd}
 defer "'$NBDATTACH' detach '$dev'"
 expect_eq "bitmap device has read_ahead_kb 0" 0 "$(cat "/sys/block/nbd$n/queue/read_ahead_kb")"
 expect_eq "bitmap device has max_sectors_kb 64" 64 "$(cat "/sys/block/nbd$n/queue/max_sectors_kb")"
+expect_eq "bitmap device has nomerges 2" 2 "$(cat "/sys/block/nbd$n/queue/nomerges")"
 expect_eq "bitmap device is read-only" 1 "$(blockdev --getro "$dev")"
 check "detach --tag --name" "$NBDATTACH" detach --tag test --name bm
-expect_eq "detach puts read_ahead_kb and max_sectors_kb back" "256 512" \
-	"$(cat "/sys/block/nbd$n/queue/read_ahead_kb") $(cat "/sys/block/nbd$n/queue/max_sectors_kb")"
+expect_eq "detach puts read_ahead_kb, max_sectors_kb and nomerges back" "256 512 1" \
+	"$(cat "/sys/block/nbd$n/queue/read_ahead_kb") $(cat "/sys/block/nbd$n/queue/max_sectors_kb") $(cat "/sys/block/nbd$n/queue/nomerges")"
 check_fails "attach --bitmap with a missing bitmap fails" "$NBDATTACH" attach --bitmap nope "$(qnbd_uri "$sock")"
 expect_eq "no state left" "" "$(ls /run/nbdattach/devices 2>/dev/null)"

@@ -99,7 +99,7 @@ check "nbd module reloads with nbdattach's options" sh -c 'rmmod nbd && modprobe
 expect_eq "max_part from modprobe.d/nbdattach.conf" 0 "$(cat /sys/module/nbd/parameters/max_part)"
 
 # --- nbdattach with its modprobe.d and udev rules.
-for q in /sys/block/nbd*; do [ -e "$q/pid" ] || echo 192 > "$q/queue/read_ahead_kb"; done
+set_free_queues 192 "" 1
 dev=$("$NBDATTACH" attach --block-size 512 --tag hyg --name guest "$uri" 2>"$tmp/err")
 rc=$?
 expect_eq "attach succeeds ($(cat "$tmp/err"))" 0 "$rc"
@@ -115,7 +115,8 @@ for p in NBDATTACH=1 SYSTEMD_READY=0 UDISKS_IGNORE=1 DM_UDEV_DISABLE_OTHER_RULES
 done
 # The node's owner and mode: hygiene-udev.sh, which gives the rig's nbd nodes a real host's
 # root:disk 0660 first (here every node is 0600 whatever our rule says).
-expect_eq "read_ahead_kb untouched without --bitmap" 192 "$(cat "/sys/block/$n/queue/read_ahead_kb")"
+expect_eq "read_ahead_kb and nomerges untouched without --bitmap" "192 1" \
+	"$(cat "/sys/block/$n/queue/read_ahead_kb") $(cat "/sys/block/$n/queue/nomerges")"
 expect_eq "stable link /dev/nbdattach/hyg/guest" "$dev" "$(readlink -f /dev/nbdattach/hyg/guest)"
 cmp -s <(dd if="$dev" bs=1M count=4 iflag=direct status=none) <(head -c 4M "$tmp/guest.raw") &&
 	pass "the device still reads the guest's bytes" || fail "the device reads the guest's bytes" "differs"

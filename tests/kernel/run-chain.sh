@@ -59,6 +59,9 @@ chmod +x "$tmp/gated"
 runpid=$!
 wait_for_file "$tmp/started" 120 || fail "incremental: provider started"
 check "incremental: device under /dev/nbdattach/chain/drive0" test -b /dev/nbdattach/chain/drive0
+q=/sys/block/$(basename "$(readlink -f /dev/nbdattach/chain/drive0)")/queue
+expect_eq "incremental: one granule per request, never merged, no read-ahead" "64 2 0" \
+	"$(cat "$q/max_sectors_kb") $(cat "$q/nomerges") $(cat "$q/read_ahead_kb")"
 fleece_guest_write $((1 << 20)) $((2 * G)) 0x61          # overwrites dirty, not yet backed up
 fleece_guest_write $(( (40 << 20) + 4096 )) 8192 0x62       # dirty granule, partly
 fleece_guest_write $((30 << 20)) $G 0x63                # clean: no copy needed

@@ -29,16 +29,15 @@ leftovers() {
 	command -v pgrep >/dev/null 2>&1 || { echo "(pgrep missing: cannot look for leftover processes)"; return; }
 	pgrep -f "marker-$1" | tr '\n' ' '
 }
-# Queue settings run changed (read-ahead 0, one 64 KiB granule per request) and cleanup did not
-# put back: every free minor starts at 256/512 here, a new minor at the kernel's defaults.
-for q in /sys/block/nbd*; do
-	[ -e "$q/pid" ] || { echo 256 > "$q/queue/read_ahead_kb"; echo 512 > "$q/queue/max_sectors_kb"; }
-done
+# Queue settings run changed (read-ahead 0, one 64 KiB granule per request, no merging) and
+# cleanup did not put back: every free minor starts at 256/512/1 here, a new minor at the
+# kernel's defaults.
+set_free_queues 256 512 1
 changed_queues() {
 	local q
 	for q in /sys/block/nbd*; do
-		[ "$(cat "$q/queue/read_ahead_kb")" = 0 ] || [ "$(cat "$q/queue/max_sectors_kb")" = 64 ] &&
-			printf '%s ' "${q##*/}"
+		[ "$(cat "$q/queue/read_ahead_kb")" = 0 ] || [ "$(cat "$q/queue/max_sectors_kb")" = 64 ] ||
+			[ "$(cat "$q/queue/nomerges")" = 2 ] && printf '%s ' "${q##*/}"
 	done
 }
 

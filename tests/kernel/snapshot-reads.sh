@@ -35,3 +35,26 @@ case "$anchor" in
 	"the server no longer has the bug: this test's main check (the snapshot's data through nbdattach's device) can no longer fail" ;;
 *) fail "anchor: nbd-client's device returns the guest's new data (QEMU 7.2 bug)" "read '$anchor' (neither 62 nor 44)" ;;
 esac
+
+# The cap bounds a request's size, not where it starts: four contiguous 4 KiB reads submitted
+# together (as a provider using asynchronous I/O reads) are merged by the block layer into one
+# 16 KiB request, within the cap, spanning cluster 40M (copied) and 40M+64K (not copied).
+# nbdattach turns merging off (nomerges=2) on the devices it attaches for a backup.
+fleece_guest_write $(( (40 << 20) + 56 * 1024 )) 8192 0x62   # cluster 40M is copied already
+at=$(( (40 << 20) + 56 * 1024 ))
+expect_eq "nomerges is 2" 2 "$(cat "/sys/block/${dev#/dev/}/queue/nomerges")"
+expect_eq "four 4 KiB reads in one io_submit across a cluster boundary: the snapshot's data" \
+	"44 44 44 44" "$("$BUILD/tests/helpers/aio-read" "$dev" $at 4096 4)"
+# Anchor: the nbd-client device with the same cap but merging on returns the new data.
+q=/sys/block/nbd15/queue
+old_max=$(cat $q/max_sectors_kb) old_nomerges=$(cat $q/nomerges)
+defer "echo $old_max > $q/max_sectors_kb; echo $old_nomerges > $q/nomerges"
+echo 64 > $q/max_sectors_kb && echo 0 > $q/nomerges
+anchor=$("$BUILD/tests/helpers/aio-read" /dev/nbd15 $at 4096 4)
+echo "nbd-client device, capped at 64 KiB, merging on, returns $anchor"
+case "$anchor" in
+"62 62 44 44") pass "anchor: merged reads through a capped device return the guest's new data" ;;
+"44 44 44 44") skip "anchor: merged reads through a capped device return the guest's new data" \
+	"the reads were not merged or the server no longer has the bug: the check above can no longer fail" ;;
+*) fail "anchor: merged reads through a capped device return the guest's new data" "read '$anchor'" ;;
+esac

@@ -23,9 +23,26 @@ static int parse(const char *s)
 	return state_parse(s, strlen(s), &r);
 }
 
+/* Field by field (a memcmp would compare padding and the bytes after each string's NUL). */
+static bool same_rec(const struct state_rec *a, const struct state_rec *b)
+{
+	return a->index == b->index && !strcmp(a->identifier, b->identifier) && !strcmp(a->tag, b->tag) &&
+	       !strcmp(a->name, b->name) && !strcmp(a->uri, b->uri) && !strcmp(a->export_name, b->export_name) &&
+	       !strcmp(a->bitmap, b->bitmap) && a->size == b->size && a->block_size == b->block_size &&
+	       a->connections == b->connections && a->read_only == b->read_only && !strcmp(a->owner, b->owner) &&
+	       a->pid == b->pid && a->time == b->time && a->saved_queue == b->saved_queue &&
+	       a->saved_read_ahead_kb == b->saved_read_ahead_kb && a->saved_max_sectors_kb == b->saved_max_sectors_kb &&
+	       a->saved_nomerges == b->saved_nomerges;
+}
+
 static void test_parse(void)
 {
-	expect_int("minimal record parses", 0, parse(GOOD));
+	struct state_rec g;
+
+	expect_int("minimal record parses", 0, state_parse(GOOD, strlen(GOOD), &g));
+	unit_check(g.index == 3 && !strcmp(g.identifier, ID) && g.size == 1048576 && g.block_size == 4096 &&
+		   !g.tag[0] && !g.uri[0] && g.pid == 0 && !g.read_only && !g.saved_queue,
+		   "minimal record: its fields, the rest empty", "index %" PRIu32 " size %" PRIu64, g.index, g.size);
 	expect_int("unknown key refused", -EBADMSG, parse(GOOD "colour=red\n"));
 	expect_int("duplicate key refused", -EBADMSG, parse(GOOD "index=4\n"));
 	expect_int("missing final newline refused", -EBADMSG, parse("index=3"));
@@ -124,7 +141,8 @@ static void test_release_records(void)
 static void test_roundtrip(void)
 {
 	char dir[] = "/tmp/nbdattach-unit.XXXXXX", link[64], sub[64];
-	struct state_rec w = { .index = 7, .size = 1 << 20, .block_size = 4096, .connections = 2 }, r;
+	struct state_rec w = { .index = 7, .size = 1 << 20, .block_size = 4096, .connections = 2, .read_only = true,
+			       .pid = 4242, .time = 987654321 }, r;
 
 	if (!mkdtemp(dir)) {
 		unit_check(false, "scratch directory created", "mkdtemp %s: %s", dir, strerror(errno));
@@ -132,16 +150,20 @@ static void test_roundtrip(void)
 	}
 	snprintf(w.identifier, sizeof(w.identifier), "%s", ID);
 	snprintf(w.uri, sizeof(w.uri), "nbd+unix:///d?socket=/x");
+	snprintf(w.tag, sizeof(w.tag), "tag-a");
+	snprintf(w.name, sizeof(w.name), "name-b");
+	snprintf(w.export_name, sizeof(w.export_name), "d");
+	snprintf(w.bitmap, sizeof(w.bitmap), "bitmap-c");
+	snprintf(w.owner, sizeof(w.owner), "run");
 	setenv("NBDATTACH_STATE_DIR", dir, 1);
 	expect_int("read without a journal: ENOENT", -ENOENT, state_read(7, &r));
 	expect_int("write", 0, state_write(&w));
 	expect_int("read back", 0, state_read(7, &r));
-	unit_check(r.size == w.size && !strcmp(r.uri, w.uri) && r.connections == 2 && !r.saved_queue,
-		   "round trip equal", "differs");
-	w.saved_queue = true, w.saved_read_ahead_kb = 0, w.saved_max_sectors_kb = 1280;
+	unit_check(same_rec(&r, &w), "round trip equal, field by field", "differs");
+	w.saved_queue = true, w.saved_read_ahead_kb = 0, w.saved_max_sectors_kb = 1280, w.saved_nomerges = 1;
 	expect_int("write with saved queue settings", 0, state_write(&w));
 	expect_int("read back", 0, state_read(7, &r));
-	unit_check(r.saved_queue && r.saved_read_ahead_kb == 0 && r.saved_max_sectors_kb == 1280,
+	unit_check(same_rec(&r, &w) && r.saved_queue && r.saved_max_sectors_kb == 1280,
 		   "saved queue settings round trip", "differ");
 	w.saved_queue = false;
 	expect_int("remove", 0, state_remove(7));
