@@ -91,10 +91,36 @@ wait_for_file() {
 in_vm() { [ -n "${NBDATTACH_VM:-}" ]; }
 
 # kernel_log: the guest kernel's messages since the current test started (tests/vm/guest-init
-# writes a marker to /dev/kmsg before each test).
+# writes a marker to /dev/kmsg before each test). Fails, printing a line that no check expects,
+# when dmesg fails or the marker is gone (the ring buffer wrapped): an empty log must not
+# pass for a clean one.
 kernel_log() {
-	dmesg | awk -v t="nbdattach-test-start ${NBDATTACH_TEST:-}" 'index($0, t) { keep = 1; n = 0; next } keep'
+	local log
+	log=$(dmesg) || { echo "kernel_log: dmesg failed"; return 1; }
+	printf '%s\n' "$log" | awk -v t="nbdattach-test-start ${NBDATTACH_TEST:-}" '
+		index($0, t) { keep = 1; next } keep { print } END { if (!keep) { print "kernel_log: no start marker"; exit 1 } }'
 }
 
-# count_io_errors: "I/O error" lines in the kernel log of the current test.
-count_io_errors() { kernel_log | grep -c -i 'I/O error' || true; }
+# count_io_errors: "I/O error" lines in the kernel log of the current test; "unknown" (never
+# a number) when that log cannot be had.
+count_io_errors() {
+	local log
+	log=$(kernel_log) || { echo unknown; return 0; }
+	printf '%s\n' "$log" | grep -c -i 'I/O error' || true
+}
+
+# listed [PATTERN]: how many lines of `nbdattach list` contain PATTERN (default ' nbdattach ':
+# devices of ours); "list failed: ..." (never a number) when list itself fails, so that a
+# crashed list does not read as "nothing left".
+listed() {
+	local out
+	out=$("$NBDATTACH" list 2>&1) || { echo "list failed: $out"; return 0; }
+	printf '%s\n' "$out" | grep -c -e "${1:- nbdattach }" || true
+}
+
+# io_errors_since N: count_io_errors minus N (an earlier count), or "unknown".
+io_errors_since() {
+	local n
+	n=$(count_io_errors)
+	case "$n:$1" in *[!0-9:]*|:*|*:) echo unknown ;; *) echo $(( n - $1 )) ;; esac
+}

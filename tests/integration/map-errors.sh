@@ -105,6 +105,16 @@ if command -v python3 >/dev/null; then
 	hostile dies "Transport endpoint is not connected"
 	expect_eq "hostile dies: the nbdinfo prefix was written (only exit 1 tells)" yes \
 		"$([ "$(wc -l <"$dir/out")" -gt 1000 ] && echo yes)"
+	# --output: a map that fails halfway (its temp file already written to) leaves the old
+	# target as it was and no temp file.
+	python3 "$HOSTILE" "$dir/dies-out.sock" dies &
+	defer "kill $!"
+	wait_for_file "$dir/dies-out.sock" || fail "hostile dies (--output)" "server did not start"
+	mkdir "$dir/outdir" && echo old > "$dir/outdir/keep.map"
+	check_fails "hostile dies: map --output exits non-zero" \
+		"$NBDATTACH" map "nbd+unix:///?socket=$dir/dies-out.sock" --bitmap x --output "$dir/outdir/keep.map"
+	expect_eq "hostile dies: map --output leaves the old target and no temp file" "old|keep.map" \
+		"$(cat "$dir/outdir/keep.map")|$(ls -A "$dir/outdir" | tr '\n' ' ' | sed 's/ $//')"
 	# The control: the same server answering correctly gives a valid map.
 	python3 "$HOSTILE" "$dir/good.sock" good &
 	defer "kill $!"

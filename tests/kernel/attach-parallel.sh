@@ -19,5 +19,5 @@ expect_eq "8 attaches succeed ($(cat "$tmp"/err* | head -2 | tr '\n' ' '))" 8 "$
 expect_eq "8 distinct devices" 8 "$(cat "$tmp"/out* | sort -u | grep -c '^/dev/nbd')"
 expect_eq "8 state files" 8 "$(ls /run/nbdattach/devices | wc -l)"
 check "detach --tag detaches all" "$NBDATTACH" detach --tag par
-expect_eq "no device of ours left" 0 "$("$NBDATTACH" list | grep -c nbdattach)"
+expect_eq "no device of ours left" 0 "$(listed)"
 expect_eq "no state left" "" "$(ls /run/nbdattach/devices 2>/dev/null)"

@@ -39,7 +39,7 @@ done < "$tmp/map"
 expect_eq "every dirty region reads back with O_DIRECT, bytes as written" 0 "$bad"
 check "detach" "$NBDATTACH" detach "$dev"
 udevadm settle
-expect_eq "no I/O errors in the kernel log across attach, read, detach" 0 "$(( $(count_io_errors) - errs0 ))"
+expect_eq "no I/O errors in the kernel log across attach, read, detach" 0 "$(io_errors_since "$errs0")"
 
 # The comparison: nbd-client with stock rules on the same export.
 before=$(count_io_errors)
@@ -47,7 +47,7 @@ check "nbd-client attaches the snapshot" nbd-client -N snap -unix "$FLEECE_SOCK"
 udevadm settle
 nbd-client -d /dev/nbd0 >/dev/null
 udevadm settle
-anchor=$(( $(count_io_errors) - before ))
+anchor=$(io_errors_since "$before")
 echo "I/O error lines: nbdattach 0, nbd-client with stock udev $anchor"
-[ "$anchor" -gt 0 ] && pass "stock probing of the same export logs I/O errors ($anchor lines)" ||
+[ "$anchor" != unknown ] && [ "$anchor" -gt 0 ] && pass "stock probing of the same export logs I/O errors ($anchor lines)" ||
 	fail "stock probing of the same export logs I/O errors" "none: the comparison shows nothing"

@@ -171,7 +171,7 @@ grep -q 'no more discards: the server did not answer a TRIM in time' "$tmp/hang.
 	pass "TRIM hanging: run says the discards stopped (after $el s, --timeout 3)" ||
 	fail "TRIM hanging: run says the discards stopped" "$(cat "$tmp/hang.err")"
 [ "$el" -lt 60 ] || fail "TRIM hanging: the run ends after the TRIM timeout" "${el} s"
-expect_eq "TRIM hanging: no device of ours left" 0 "$("$NBDATTACH" list | grep -c ' nbdattach ')"
+expect_eq "TRIM hanging: no device of ours left" 0 "$(listed)"
 
 # nbdattach discard DEVICE on a server that never answers the TRIM: exit 1 after its fixed 30 s.
 hung_server h3
@@ -196,9 +196,16 @@ img_create "$tmp/source.qcow2" 32M $G
 img_bitmap_add "$tmp/source.qcow2" b0 $G
 img_write "$tmp/source.qcow2" $((1 << 20)) $((5 * G)) 0x11
 img_write "$tmp/source.qcow2" $((9 << 20)) $((3 * G)) 0x12
+cp "$tmp/source.qcow2" "$tmp/source.pristine"
 for chunk in 4096 1000 65535; do
 	mkdir -p "$tmp/out$chunk"
+	cp "$tmp/source.pristine" "$tmp/source.qcow2"   # the guest's writes below land in the source
 	fleece_start "$tmp" 32M b0 $G || { fail "fleecing fixture starts"; break; }
+	# The guest overwrites 3 dirty granules after the snapshot: copy-before-write copies them
+	# to the fleecing image, and the provider's acknowledgements must free them again.
+	fleece_guest_write $((1 << 20)) $((2 * G)) 0x21
+	fleece_guest_write $((9 << 20)) $G 0x22
+	expect_eq "acks in $chunk-byte pieces: the guest's writes filled the fleecing image" $((3 * G)) "$(fleece_allocated)"
 	PROVIDER_ACK_CHUNK=$chunk "$NBDATTACH" run --volume "name=disk,bitmap=backup-b0,uri=$(fleece_uri)" -- \
 		"$BUILD/examples/provider" "$tmp/out$chunk" >/dev/null 2>"$tmp/q$chunk.err"
 	rc=$?
@@ -206,6 +213,10 @@ for chunk in 4096 1000 65535; do
 	check "acks in $chunk-byte pieces: qemu-storage-daemon still runs" kill -0 "$(cat "$tmp/qsd.pid")"
 	grep -q "discarded $((8 * G)) bytes" "$tmp/q$chunk.err" && pass "acks in $chunk-byte pieces: all 8 granules discarded" ||
 		fail "acks in $chunk-byte pieces: all 8 granules discarded" "$(tail -n 1 "$tmp/q$chunk.err")"
+	expect_eq "acks in $chunk-byte pieces: the fleecing image is empty again" 0 "$(fleece_allocated)"
+	cmp -s <(dd if="$tmp/out$chunk/disk.img" bs=$G skip=16 count=2 status=none) <(head -c $((2 * G)) /dev/zero | tr '\0' '\021') &&
+		pass "acks in $chunk-byte pieces: the backup holds the snapshot's bytes, not the guest's" ||
+		fail "acks in $chunk-byte pieces: the backup holds the snapshot's bytes, not the guest's" "differs"
 	fleece_stop
 done
 

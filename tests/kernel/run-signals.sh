@@ -16,7 +16,6 @@ defer "kill \$(cat '$tmp/q.pid') 2>/dev/null"
 uri="nbd+unix:///disk?socket=$tmp/q.sock"
 vols=(--volume "name=a,uri=$uri" --volume "name=b,uri=$uri")
 connected() { ls /sys/block/nbd*/pid 2>/dev/null | wc -l; }
-listed() { "$NBDATTACH" list | grep -c ' connected '; }
 state_files() { find /run/nbdattach -type f 2>/dev/null | tr '\n' ' '; }
 
 # The provider: RECORDER LOG MODE STARTED MARKER. It forks a child (same process group) that
@@ -89,7 +88,7 @@ provider SIG$sig" "$(sort "$tmp/rec.log" 2>/dev/null)"
 	for i in $(seq 50); do [ -z "$(pgrep -f "marker-sig-$sig-$mode")" ] && break; sleep 0.1; done
 	left=$(pgrep -f "marker-sig-$sig-$mode|nbdattach map .*$tmp/" | tr '\n' ' ')
 	udevadm settle
-	got="$(connected):$(listed):$left:$(state_files)"
+	got="$(connected):$(listed ' connected '):$left:$(state_files)"
 	expect_eq "$d: nothing left (connected, listed, processes, state)" "0:0::" "$got"
 	# A failed check must not leave the next case a run to trip over.
 	if [ "$got" != "0:0::" ]; then
