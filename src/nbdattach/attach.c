@@ -51,6 +51,7 @@ static int fill_state(const struct attach_req *o, const struct hs_result *hs, co
 	snprintf(s->owner, sizeof(s->owner), "%s", o->no_monitor ? "run" : "attaching");
 	s->pid = getpid();
 	s->time = time(NULL);
+	(void)proc_start_time(s->pid, &s->start); /* 0 if unknown: time decides then */
 	return state_format(s, buf, sizeof(buf), &len);
 }
 
@@ -122,6 +123,8 @@ static int start_monitor(const struct attach_req *o, struct state_rec *s, const 
 	if (r < 0)
 		return r;
 	s->pid = pid;
+	if (proc_start_time(pid, &s->start) < 0)
+		s->start = 0;
 	snprintf(s->owner, sizeof(s->owner), "attach");
 	/* Only over our own entry: the device may have been detached, and the minor journaled by
 	 * another attach, since we last held the lock. */
@@ -258,13 +261,39 @@ static void forget_stale_records(void)
 	if (claim_list(&pids, &n) == 0)
 		for (size_t k = 0; k < n; k++)
 			if ((pid_t)pids[k] != getpid() &&
-			    !helper_alive((pid_t)pids[k], claim_time((pid_t)pids[k])))
+			    !helper_alive((pid_t)pids[k], 0, claim_time((pid_t)pids[k])))
 				claim_remove((pid_t)pids[k]);
 	if (udev_record_list(&devs, &n) == 0)
 		for (size_t k = 0; k < n; k++)
 			if (udev_record_read(devs[k], &c) < 0 || dev_info_get(devs[k], &i) < 0 ||
 			    !dev_info_carries(&i, c.identifier))
 				udev_record_remove(devs[k]);
+}
+
+/* Under the lock: -EEXIST when a connected device of ours already carries TAG/NAME (a killed
+ * run's device, not cleaned up yet): the stable link /dev/nbdattach/TAG/NAME would name two
+ * devices, and udev could point it at the old snapshot. */
+static int check_name_free(const char *tag, const char *name, const char **what)
+{
+	static char msg[160];
+	_cleanup_free_ uint32_t *devs = NULL;
+	size_t n = 0;
+
+	if (!name || dev_list_indices(&devs, &n) < 0)
+		return 0;
+	for (size_t k = 0; k < n; k++) {
+		struct dev_info i;
+
+		if (dev_info_get(devs[k], &i) == 0 && i.ours && i.started && !strcmp(i.tag, tag) &&
+		    !strcmp(i.name, name)) {
+			snprintf(msg, sizeof(msg), "'%s/%s' is already attached as /dev/nbd%" PRIu32
+				 " (detach it, or run 'nbdattach cleanup' if its helper was killed)",
+				 tag, name, devs[k]);
+			*what = msg;
+			return -EEXIST;
+		}
+	}
+	return 0;
 }
 
 /* Before 5.14 the driver skips NBD_ATTR_BACKEND_IDENTIFIER without an error, and the kernel
@@ -331,6 +360,8 @@ int attach_device(const struct attach_req *o, struct attach_result *ret, const c
 		*ret_what = "cannot lock the state directory";
 	if (r >= 0)
 		forget_stale_records();
+	if (r >= 0)
+		r = check_name_free(o->tag, o->name, ret_what);
 	fault_point("connect", o->name);
 	if (r >= 0 && (r = do_connect(o, &hs, id, &index)) < 0)
 		*ret_what = r == -EBUSY ? "no free nbd device" : "kernel refused CONNECT";

@@ -18,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "children.h"
 #include "claims.h"
 #include "cleanup.h"
 #include "cmd-util.h"
@@ -96,7 +97,7 @@ static bool claimed_by_live_helper(const char *identifier)
 		return true; /* cannot tell: leave it */
 	for (size_t k = 0; k < n; k++)
 		if (claim_read((pid_t)pids[k], &c) == 0 && !strcmp(c.identifier, identifier) &&
-		    helper_alive((pid_t)pids[k], claim_time((pid_t)pids[k])))
+		    helper_alive((pid_t)pids[k], 0, claim_time((pid_t)pids[k])))
 			return true;
 	return false;
 }
@@ -116,7 +117,7 @@ static int reap_claims(const struct cleanup_opts *o, const uint32_t *devs, size_
 	for (size_t k = 0; k < n; k++) {
 		struct claim c;
 
-		if (helper_alive((pid_t)pids[k], claim_time((pid_t)pids[k])))
+		if (helper_alive((pid_t)pids[k], 0, claim_time((pid_t)pids[k])))
 			continue;
 		if (claim_read((pid_t)pids[k], &c) == 0)
 			for (size_t d = 0; d < ndevs; d++) {
@@ -143,7 +144,7 @@ static int check_ours(const struct cleanup_opts *o, const struct dev_info *i)
 	}
 	/* "attach": the pid is its monitor's, which may be gone while the device is in use;
 	 * "attaching" and "run": the helper's own, and the device is nobody's without it. */
-	if (strcmp(i->st.owner, "attach") && !helper_alive((pid_t)i->st.pid, i->st.time))
+	if (strcmp(i->st.owner, "attach") && !helper_alive((pid_t)i->st.pid, i->st.start, i->st.time))
 		return report_teardown(o, i->index, i->backend, 0,
 				       !strcmp(i->st.owner, "run") ? "its run was killed" : "its attach was killed");
 	if (hs_server_gone(i->st.uri, o->probe_timeout_ms))
@@ -176,6 +177,19 @@ static bool has_run_id(const char *pid, const char *id)
 	return false;
 }
 
+/* SIGKILLs PID if it is the process that started at START (0: any) and carries run id ID (NULL:
+ * any), never ourselves: the pidfd is opened first, so the process checked is the one killed,
+ * whoever gets the pid after. */
+static void kill_checked(pid_t pid, uint64_t start, const char *pid_name, const char *id)
+{
+	_cleanup_close_ int fd = -1;
+
+	if (pid <= 0 || pid == getpid() || child_pidfd(pid, &fd) < 0)
+		return;
+	if ((!start || proc_is(pid, start)) && (!id || has_run_id(pid_name, id)))
+		(void)child_signal(fd, SIGKILL);
+}
+
 /* Kills every process of a dead run: its recorded children and whatever inherited its id. */
 static void kill_run_processes(const struct run_rec *rr)
 {
@@ -184,12 +198,11 @@ static void kill_run_processes(const struct run_rec *rr)
 	struct dirent *de;
 
 	for (unsigned k = 0; k < rr->n_children; k++)
-		if (proc_is((pid_t)rr->children[k].pid, rr->children[k].start))
-			kill((pid_t)rr->children[k].pid, SIGKILL);
+		kill_checked((pid_t)rr->children[k].pid, rr->children[k].start, NULL, NULL);
 	snprintf(id, sizeof(id), "%" PRId64 ":%" PRIu64, rr->pid, rr->start);
 	while (d && (de = readdir(d)))
-		if (de->d_name[0] >= '1' && de->d_name[0] <= '9' && has_run_id(de->d_name, id))
-			kill((pid_t)atol(de->d_name), SIGKILL);
+		if (de->d_name[0] >= '1' && de->d_name[0] <= '9')
+			kill_checked((pid_t)atol(de->d_name), 0, de->d_name, id);
 }
 
 static void reap_runs(void)

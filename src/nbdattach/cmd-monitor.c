@@ -145,5 +145,9 @@ int cmd_monitor(int argc, char **argv)
 		return EXIT_USAGE;
 	}
 	snprintf(m.sysname, sizeof(m.sysname), "nbd%" PRIu32, m.index);
+	/* It lives as long as the device: it must not keep its caller's directory (a mount point
+	 * of the caller's) busy all that time. */
+	if (chdir("/") < 0)
+		return EXIT_FAIL;
 	return monitor(&m) < 0 ? EXIT_FAIL : EXIT_OK;
 }

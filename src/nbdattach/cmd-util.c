@@ -4,6 +4,7 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "cmd-util.h"
@@ -65,6 +66,11 @@ const char *uri_unsupported(const char *uri)
 		       "export over a unix socket or plain nbd:// on a trusted network";
 	if (strncmp(uri, "nbd://", 6) && strncmp(uri, "nbd+unix://", 11) && strncmp(uri, "nbd+vsock://", 12))
 		return "unsupported URI scheme (expected nbd://, nbd+unix:// or nbd+vsock://)";
+	/* The URI is journaled and connected to again later (monitor, cleanup, discard DEVICE),
+	 * from other directories: a relative socket path would name another socket there. */
+	for (const char *q = strchr(uri, '?'); q; q = strchr(q + 1, '&'))
+		if (!strncmp(q + 1, "socket=", 7) && q[8] != '/' && strncasecmp(q + 8, "%2f", 3))
+			return "the socket= path must be absolute";
 	return NULL;
 }
 
@@ -118,7 +124,7 @@ int fail_attach(const char *uri, int err, const char *detail)
 			  "(see modprobe.d/nbdattach.conf)", uri);
 	else if (err == -EPERM || err == -EACCES)
 		log_error("cannot attach '%s': permission denied (run as root with CAP_SYS_ADMIN)", uri);
-	else if (detail && strstr(detail, strerror(-err)))
+	else if (detail && (err == -EEXIST || strstr(detail, strerror(-err))))
 		log_error("cannot attach '%s': %s", uri, detail);
 	else if (detail)
 		log_error("cannot attach '%s': %s (%s)", uri, detail, strerror(-err));

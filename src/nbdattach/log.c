@@ -9,10 +9,11 @@ __attribute__((format(printf, 1, 0))) static void vlog(const char *fmt, va_list 
 	char buf[1024];
 
 	vsnprintf(buf, sizeof(buf), fmt, ap);
-	/* One line, always: a server-supplied string must not forge extra lines. */
+	/* One line, always, and no terminal escapes: a server-supplied string (a libnbd error
+	 * quoting the server) must neither forge extra lines nor drive the caller's terminal. */
 	for (char *p = buf; *p; p++)
-		if (*p == '\n' || *p == '\r')
-			*p = ' ';
+		if ((unsigned char)*p < 0x20 || *p == 0x7f)
+			*p = *p == '\n' || *p == '\r' || *p == '\t' ? ' ' : '?';
 	fprintf(stderr, "nbdattach: %s\n", buf);
 }
 

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /* nbdattach: attach NBD exports to kernel block devices for backup providers. */
 #include <dirent.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -98,6 +99,11 @@ int main(int argc, char **argv)
 	 * (waitpid: ECHILD, a provider's status lost; pidfd_open: ESRCH; their pids free for reuse
 	 * while we still name them). */
 	signal(SIGCHLD, SIG_DFL);
+	/* A caller that closed stdin, stdout or stderr would hand their numbers to the first files
+	 * we open (a state file written to as stderr, a memfd dup2'ed over): /dev/null takes them. */
+	for (int fd = 0; fd < 3; fd++)
+		if (fcntl(fd, F_GETFD) < 0 && errno == EBADF && open("/dev/null", O_RDWR) != fd)
+			return EXIT_FAIL;
 	cloexec_inherited();
 	if (argc < 2) {
 		log_usage("missing command (try 'nbdattach --help')");

@@ -214,7 +214,7 @@ static int64_t started_at(pid_t pid)
 	return (int64_t)now.tv_sec - ((int64_t)up.tv_sec - (int64_t)(ticks / (uint64_t)hz));
 }
 
-bool helper_alive(pid_t pid, int64_t written)
+bool helper_alive(pid_t pid, uint64_t start_ticks, int64_t written)
 {
 	char path[64], comm[32] = "";
 	int64_t start;
@@ -229,6 +229,8 @@ bool helper_alive(pid_t pid, int64_t written)
 	fclose(f);
 	if (strcmp(comm, "nbdattach\n"))
 		return false;
+	if (start_ticks)
+		return proc_is(pid, start_ticks);
 	start = started_at(pid);
 	return written < 0 || start < 0 || start <= written + 2; /* the clocks' rounding */
 }

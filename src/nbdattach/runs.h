@@ -41,9 +41,11 @@ int run_list(uint32_t **ret, size_t *ret_n);
 int proc_start_time(pid_t pid, uint64_t *ret);
 /* Whether PID still is the process that started at START. */
 bool proc_is(pid_t pid, uint64_t start);
-/* Whether the helper that wrote a record at WRITTEN (wall-clock seconds, -1 unknown) under its
- * pid still runs: a process of that pid runs nbdattach and started before then (a recycled pid
- * belongs to a process started after the record). */
-bool helper_alive(pid_t pid, int64_t written);
+/* Whether the helper that wrote a record under its pid still runs: a process of that pid runs
+ * nbdattach and is the one that started at START (clock ticks since boot, as proc_start_time
+ * says: immune to wall-clock steps), or, START 0 (unknown: claims), started before WRITTEN
+ * (wall-clock seconds, -1 unknown), since a recycled pid belongs to a process started after the
+ * record. */
+bool helper_alive(pid_t pid, uint64_t start, int64_t written);
 
 #endif

@@ -51,7 +51,7 @@ static int parse_line(char *line, struct state_rec *r, unsigned *seen)
 {
 	static const char *const keys[] = { "index", "identifier", "tag", "name", "uri", "export",
 		"bitmap", "size", "block-size", "connections", "read-only", "pid", "time", "owner",
-		"saved-read-ahead-kb", "saved-max-sectors-kb", "saved-nomerges" };
+		"saved-read-ahead-kb", "saved-max-sectors-kb", "saved-nomerges", "start" };
 	char *v = strchr(line, '=');
 	uint64_t x = 0;
 	unsigned k;
@@ -87,6 +87,7 @@ static int parse_line(char *line, struct state_rec *r, unsigned *seen)
 	case 14: e = set_num(v, UINT32_MAX, &x); r->saved_read_ahead_kb = (uint32_t)x; break;
 	case 15: e = set_num(v, UINT32_MAX, &x); r->saved_max_sectors_kb = (uint32_t)x; break;
 	case 16: e = set_num(v, 2, &x); r->saved_nomerges = (uint32_t)x; break;
+	case 17: e = set_num(v, UINT64_MAX, &r->start); break;
 	}
 	return e;
 }
@@ -115,11 +116,11 @@ int state_parse(const char *buf, size_t len, struct state_rec *ret)
 		pos += n + 1;
 	}
 	/* index, identifier, size, block-size are required; the identifier must be ours; saved
-	 * queue settings come as a pair. */
+	 * queue settings come as a pair (saved-nomerges only with it). */
 	if ((seen & 0x183) != 0x183 || dev_identifier_parse(r.identifier, (char[65]){0}, (char[65]){0}) < 0)
 		return -EBADMSG;
 	queue = (seen >> 14) & 3;
-	if (queue != 0 && queue != 3)
+	if ((queue != 0 && queue != 3) || ((seen >> 16 & 1) && queue != 3))
 		return -EBADMSG;
 	r.saved_queue = queue == 3;
 	if (!r.owner[0]) /* as state_format writes it */
@@ -142,9 +143,10 @@ int state_format(const struct state_rec *r, char *buf, size_t len, size_t *ret_l
 	n = snprintf(buf, len,
 		     "index=%" PRIu32 "\nidentifier=%s\ntag=%s\nname=%s\nuri=%s\nexport=%s\nbitmap=%s\n"
 		     "size=%" PRIu64 "\nblock-size=%" PRIu64 "\nconnections=%" PRIu32 "\nread-only=%d\n"
-		     "pid=%" PRId64 "\ntime=%" PRId64 "\nowner=%s\n",
+		     "pid=%" PRId64 "\ntime=%" PRId64 "\nstart=%" PRIu64 "\nowner=%s\n",
 		     r->index, r->identifier, r->tag, r->name, r->uri, r->export_name, r->bitmap,
-		     r->size, r->block_size, r->connections, r->read_only ? 1 : 0, r->pid, r->time, owner);
+		     r->size, r->block_size, r->connections, r->read_only ? 1 : 0, r->pid, r->time, r->start,
+		     owner);
 	if (n >= 0 && (size_t)n < len && r->saved_queue)
 		n += snprintf(buf + n, len - (size_t)n,
 			      "saved-read-ahead-kb=%" PRIu32 "\nsaved-max-sectors-kb=%" PRIu32
@@ -255,8 +257,10 @@ int state_file_write(const char *sub, const char *name, const char *buf, size_t 
 
 	if (r < 0)
 		return r;
-	/* O_EXCL on a name only this process uses: a leftover or planted file makes it fail. */
+	/* A name only this process uses (the directory is root's alone): one left by a killed
+	 * process that had our pid is removed, then O_EXCL. */
 	snprintf(tmp, sizeof(tmp), ".%s.%ld.tmp", name, (long)getpid());
+	(void)unlinkat(dfd, tmp, 0);
 	fd = openat(dfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
 	if (fd < 0)
 		return -errno;

@@ -59,6 +59,15 @@ usage_err "run timeout the kernel would wrap" "invalid --timeout '4294968'" \
 usage_err "discard refuses a non-NBD URI" \
 	"discard: cannot use 'http://x/': unsupported URI scheme (expected nbd://, nbd+unix:// or nbd+vsock://)" \
 	discard http://x/ 0 65536
+# A journaled URI is connected to again from other directories (monitor, cleanup, discard).
+usage_err "attach relative socket" "attach: cannot use 'nbd+unix:///d?socket=nbd.sock': the socket= path must be absolute" \
+	attach 'nbd+unix:///d?socket=nbd.sock'
+usage_err "map relative socket (after another key)" "socket= path must be absolute" map 'nbd+unix:///d?tls=off&socket=./s'
+usage_err "run relative socket" "socket= path must be absolute" run --volume 'name=a,uri=nbd+unix:///?socket=s' -- true
+usage_err "discard relative socket" "socket= path must be absolute" discard 'nbd+unix:///?socket=s' 0 65536
+out=$("$NBDATTACH" map 'nbd+unix:///d?socket=%2Fnonexistent%2Fs.sock' --bitmap b 2>&1); rc=$?
+[ "$rc" = 1 ] && [[ "$out" == *"No such file"* ]] && pass "a percent-encoded absolute socket= path is taken" ||
+	fail "a percent-encoded absolute socket= path is taken" "rc=$rc $out"
 usage_err "discard refuses nbds://" "discard: cannot use 'nbds://x/': TLS" discard nbds://x/ 0 65536
 usage_err "discard past 2^64" "OFFSET + LENGTH is beyond 2^64" discard nbd://x/ 18446744073709551615 2
 usage_err "discard on a minor beyond the kernel's" "'/dev/nbd99999999' is not an nbd device" discard /dev/nbd99999999 0 1

@@ -11,7 +11,8 @@ img_bitmap_add "$tmp/disk.qcow2" b0
 sock=$tmp/nbd.sock
 qnbd_start "$tmp/disk.qcow2" "$sock" disk b0 || fail "qemu-nbd fixture starts"
 
-dev=$("$NBDATTACH" attach --tag test --name disk0 "$(qnbd_uri "$sock")" 2>"$tmp/err")
+mkdir "$tmp/cwd"
+dev=$(cd "$tmp/cwd" && "$NBDATTACH" attach --tag test --name disk0 "$(qnbd_uri "$sock")" 2>"$tmp/err")
 rc=$?
 expect_eq "attach exits 0 ($(cat "$tmp/err"))" 0 "$rc"
 case "$dev" in /dev/nbd[0-9]*) pass "attach prints a device path ($dev)" ;;
@@ -23,6 +24,14 @@ check "backend carries the identifier" grep -q '^nbdattach:test:disk0:' "/sys/bl
 check "state file exists" test -f "/run/nbdattach/devices/nbd$n"
 check "udev database knows the device" udevadm info --query=property --name="$dev"
 check "status says ours (exit 0)" "$NBDATTACH" status "$dev"
+mon=$(sed -n 's/^pid=//p' "/run/nbdattach/devices/nbd$n")
+expect_eq "the monitor (pid $mon) does not keep attach's directory busy" / "$(readlink "/proc/$mon/cwd")"
+# One device per TAG/NAME: a second would share the stable link /dev/nbdattach/test/disk0.
+out=$("$NBDATTACH" attach --tag test --name disk0 "$(qnbd_uri "$sock")" 2>&1); rc=$?
+expect_eq "a second test/disk0 is refused, in one line" \
+	"1:nbdattach: cannot attach '$(qnbd_uri "$sock")': 'test/disk0' is already attached as $dev (detach it, or run 'nbdattach cleanup' if its helper was killed)" \
+	"$rc:$out"
+expect_eq "the refused attach left nothing" "1:1" "$(listed ' disk0 '):$(ls /run/nbdattach/devices | wc -l)"
 check "list shows it as nbdattach's" sh -c "'$NBDATTACH' list | grep -q '^$dev .*connected.*nbdattach.*test.*disk0'"
 check "list --json parses" sh -c "'$NBDATTACH' list --json | python3 -c 'import json,sys; d=json.load(sys.stdin); assert any(x[\"device\"]==\"$dev\" and x[\"owner\"]==\"nbdattach\" for x in d)'"
 if cmp <(dd if="$dev" bs=4M iflag=direct status=none) "$tmp/disk.raw"; then

@@ -30,7 +30,7 @@ static bool same_rec(const struct state_rec *a, const struct state_rec *b)
 	       !strcmp(a->name, b->name) && !strcmp(a->uri, b->uri) && !strcmp(a->export_name, b->export_name) &&
 	       !strcmp(a->bitmap, b->bitmap) && a->size == b->size && a->block_size == b->block_size &&
 	       a->connections == b->connections && a->read_only == b->read_only && !strcmp(a->owner, b->owner) &&
-	       a->pid == b->pid && a->time == b->time && a->saved_queue == b->saved_queue &&
+	       a->pid == b->pid && a->time == b->time && a->start == b->start && a->saved_queue == b->saved_queue &&
 	       a->saved_read_ahead_kb == b->saved_read_ahead_kb && a->saved_max_sectors_kb == b->saved_max_sectors_kb &&
 	       a->saved_nomerges == b->saved_nomerges;
 }
@@ -142,7 +142,7 @@ static void test_roundtrip(void)
 {
 	char dir[] = "/tmp/nbdattach-unit.XXXXXX", link[64], sub[64];
 	struct state_rec w = { .index = 7, .size = 1 << 20, .block_size = 4096, .connections = 2, .read_only = true,
-			       .pid = 4242, .time = 987654321 }, r;
+			       .pid = 4242, .time = 987654321, .start = 123456789012 }, r;
 
 	if (!mkdtemp(dir)) {
 		unit_check(false, "scratch directory created", "mkdtemp %s: %s", dir, strerror(errno));
