@@ -270,12 +270,13 @@ static void forget_stale_records(void)
 				udev_record_remove(devs[k]);
 }
 
-/* Under the lock: -EEXIST when a connected device of ours already carries TAG/NAME (a killed
- * run's device, not cleaned up yet): the stable link /dev/nbdattach/TAG/NAME would name two
- * devices, and udev could point it at the old snapshot. */
+/* Under the lock: -EEXIST when a connected, journaled device of ours already carries TAG/NAME (a
+ * killed run's device, not cleaned up yet): the stable link /dev/nbdattach/TAG/NAME would name
+ * two devices, and udev could point it at the old snapshot. One being torn down (its entry
+ * already removed) does not count. */
 static int check_name_free(const char *tag, const char *name, const char **what)
 {
-	static char msg[160];
+	static char msg[2 * DEV_LABEL_MAX + 160];
 	_cleanup_free_ uint32_t *devs = NULL;
 	size_t n = 0;
 
@@ -284,7 +285,7 @@ static int check_name_free(const char *tag, const char *name, const char **what)
 	for (size_t k = 0; k < n; k++) {
 		struct dev_info i;
 
-		if (dev_info_get(devs[k], &i) == 0 && i.ours && i.started && !strcmp(i.tag, tag) &&
+		if (dev_info_get(devs[k], &i) == 0 && i.ours && i.started && i.have_state && !strcmp(i.tag, tag) &&
 		    !strcmp(i.name, name)) {
 			snprintf(msg, sizeof(msg), "'%s/%s' is already attached as /dev/nbd%" PRIu32
 				 " (detach it, or run 'nbdattach cleanup' if its helper was killed)",

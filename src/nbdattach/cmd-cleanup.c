@@ -177,16 +177,16 @@ static bool has_run_id(const char *pid, const char *id)
 	return false;
 }
 
-/* SIGKILLs PID if it is the process that started at START (0: any) and carries run id ID (NULL:
- * any), never ourselves: the pidfd is opened first, so the process checked is the one killed,
- * whoever gets the pid after. */
+/* SIGKILLs PID if it carries run id ID or, ID NULL, if it is the process that started at START
+ * (0, unknown: never); never ourselves. The pidfd is opened first, so the process checked is
+ * the one killed, whoever gets the pid after. */
 static void kill_checked(pid_t pid, uint64_t start, const char *pid_name, const char *id)
 {
 	_cleanup_close_ int fd = -1;
 
-	if (pid <= 0 || pid == getpid() || child_pidfd(pid, &fd) < 0)
+	if (pid <= 0 || pid == getpid() || (!id && !start) || child_pidfd(pid, &fd) < 0)
 		return;
-	if ((!start || proc_is(pid, start)) && (!id || has_run_id(pid_name, id)))
+	if (id ? has_run_id(pid_name, id) : proc_is(pid, start))
 		(void)child_signal(fd, SIGKILL);
 }
 

@@ -52,7 +52,7 @@ int cmd_list(int argc, char **argv)
 	bool json = false, first = true;
 	int r;
 
-	if (argc == 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")))
+	if (help_asked(argc, argv))
 		return command_help(argv[0]);
 	if (argc == 2 && !strcmp(argv[1], "--json"))
 		json = true;

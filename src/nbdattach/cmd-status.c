@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "cmd-util.h"
 #include "commands.h"
 #include "log.h"
 #include "ownership.h"
@@ -19,7 +20,7 @@ int cmd_status(int argc, char **argv)
 	uint32_t index;
 	int r;
 
-	if (argc == 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")))
+	if (help_asked(argc, argv))
 		return command_help(argv[0]);
 	if (argc != 2) {
 		log_usage("status: expected exactly one DEVICE");

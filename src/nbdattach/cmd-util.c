@@ -4,7 +4,6 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <unistd.h>
 
 #include "cmd-util.h"
@@ -59,6 +58,56 @@ uint64_t page_size(void)
 	return p > 0 ? (uint64_t)p : 4096;
 }
 
+static int hex_digit(char c)
+{
+	return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+/* Percent-decodes [P, END) into DST (CAP bytes with the NUL); false if it does not fit. */
+static bool decode(const char *p, const char *end, char *dst, size_t cap)
+{
+	size_t n = 0;
+
+	for (; p < end; p++) {
+		char c = *p;
+
+		if (c == '%' && end - p > 2 && hex_digit(p[1]) >= 0 && hex_digit(p[2]) >= 0) {
+			c = (char)(hex_digit(p[1]) << 4 | hex_digit(p[2]));
+			p += 2;
+		}
+		if (n + 1 >= cap)
+			return false;
+		dst[n++] = c;
+	}
+	dst[n] = 0;
+	return true;
+}
+
+/* Whether URI's query names a socket that is not an absolute path, read as libnbd reads it:
+ * pairs split on '&' or ';', keys and values percent-decoded, every "socket" key counted. */
+static bool relative_socket(const char *uri)
+{
+	const char *q = strchr(uri, '?');
+
+	for (q = q ? q + 1 : NULL; q && *q && *q != '#';) {
+		size_t n = strcspn(q, "&;#");
+		const char *eq = memchr(q, '=', n);
+		char key[16], first[2];
+
+		if (eq && decode(q, eq, key, sizeof(key)) && !strcmp(key, "socket")) {
+			/* the first character is all that matters; a longer value does not fit */
+			const char *v = eq + 1, *vend = v + (v[0] == '%' ? 3 : 1);
+
+			if (vend > q + n || !decode(v, vend, first, sizeof(first)) || first[0] != '/')
+				return true;
+		}
+		q += n;
+		if (*q == '&' || *q == ';')
+			q++;
+	}
+	return false;
+}
+
 const char *uri_unsupported(const char *uri)
 {
 	if (!strncmp(uri, "nbds", 4))
@@ -68,10 +117,17 @@ const char *uri_unsupported(const char *uri)
 		return "unsupported URI scheme (expected nbd://, nbd+unix:// or nbd+vsock://)";
 	/* The URI is journaled and connected to again later (monitor, cleanup, discard DEVICE),
 	 * from other directories: a relative socket path would name another socket there. */
-	for (const char *q = strchr(uri, '?'); q; q = strchr(q + 1, '&'))
-		if (!strncmp(q + 1, "socket=", 7) && q[8] != '/' && strncasecmp(q + 8, "%2f", 3))
-			return "the socket= path must be absolute";
+	if (relative_socket(uri))
+		return "the socket= path must be absolute";
 	return NULL;
+}
+
+bool help_asked(int argc, char **argv)
+{
+	for (int i = 1; i < argc; i++)
+		if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h"))
+			return true;
+	return false;
 }
 
 int usage_bad_uri(const char *cmd, const char *uri)

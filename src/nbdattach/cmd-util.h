@@ -3,6 +3,7 @@
 #ifndef NBDATTACH_CMD_UTIL_H
 #define NBDATTACH_CMD_UTIL_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 /* Parses a decimal in [MIN, MAX]; prints a usage line and returns -EINVAL otherwise. */
@@ -33,6 +34,8 @@ int usage_bad_option(const char *arg, int c);
  * command returns command_help(). */
 #define OPT_HELP { "help", no_argument, NULL, 'h' }
 #define PARSE_HELP 1
+/* For the commands without option values (list, status, version): --help or -h anywhere. */
+bool help_asked(int argc, char **argv);
 /* Prints "cannot attach 'URI': REASON" (with advice for known errors); returns EXIT_FAIL. */
 int fail_attach(const char *uri, int err, const char *detail);
 

@@ -37,7 +37,7 @@ int dev_read_attr(uint32_t index, const char *attr, char *buf, size_t len);
 /* Whether /sys/block/nbdN/pid exists (the device is started). */
 bool dev_is_started(uint32_t index);
 int dev_set_read_ahead(uint32_t index, unsigned kb);
-/* queue/read_ahead_kb and queue/max_sectors_kb, as attach finds them. */
+/* queue/read_ahead_kb, queue/max_sectors_kb and queue/nomerges, as attach finds them. */
 int dev_get_queue(uint32_t index, uint32_t *ret_read_ahead_kb, uint32_t *ret_max_sectors_kb, uint32_t *ret_nomerges);
 /* queue/nomerges: 0 merge, 1 only simple merges, 2 never merge requests. */
 int dev_set_nomerges(uint32_t index, unsigned mode);

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cmd-util.h"
 #include "commands.h"
 #include "devices.h"
 #include "log.h"
@@ -41,7 +42,7 @@ static const struct command commands[] = {
 
 int cmd_version(int argc, char **argv)
 {
-	if (argc == 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")))
+	if (help_asked(argc, argv))
 		return command_help(argv[0]);
 	if (argc > 1) {
 		log_usage("version takes no arguments");

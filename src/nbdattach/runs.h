@@ -45,7 +45,7 @@ bool proc_is(pid_t pid, uint64_t start);
  * nbdattach and is the one that started at START (clock ticks since boot, as proc_start_time
  * says: immune to wall-clock steps), or, START 0 (unknown: claims), started before WRITTEN
  * (wall-clock seconds, -1 unknown), since a recycled pid belongs to a process started after the
- * record. */
+ * record. Start ticks are read in our own time namespace: nbdattach runs in the host's. */
 bool helper_alive(pid_t pid, uint64_t start, int64_t written);
 
 #endif

@@ -37,7 +37,7 @@ struct state_rec {
 	int64_t pid;
 	int64_t time;             /* wall-clock seconds when written */
 	uint64_t start;           /* pid's start in clock ticks since boot (0: unknown) */
-	/* The queue settings the device had before attach changed them (read_ahead_kb and
+	/* The queue settings the device had before attach changed them (read_ahead_kb, nomerges and
 	 * max_sectors_kb), put back before DISCONNECT: the minor outlives us and is handed to the
 	 * next user, nbdattach or not. */
 	bool saved_queue;

@@ -69,6 +69,7 @@ want=$(sha256sum < "$tmp/at-incremental.raw" | cut -c1-16)
 got=$(sha256sum < "$tmp/restored.raw" | cut -c1-16)
 echo "   expected sha256 $want..., restored $got..."
 [ "$want" = "$got" ]
-echo "   devices left: $("$NBDATTACH" list | grep -c ' nbdattach ' || true);" \
-	"kernel I/O errors: $(( $(count_io_errors) - errs0 ))"
+left=$(listed) errs=$(io_errors_since "$errs0")
+echo "   devices left: $left; kernel I/O errors: $errs"
+[ "$left" = 0 ] && [ "$errs" = 0 ]
 pass "demo: full + incremental backup restored byte for byte"

@@ -65,6 +65,11 @@ usage_err "attach relative socket" "attach: cannot use 'nbd+unix:///d?socket=nbd
 usage_err "map relative socket (after another key)" "socket= path must be absolute" map 'nbd+unix:///d?tls=off&socket=./s'
 usage_err "run relative socket" "socket= path must be absolute" run --volume 'name=a,uri=nbd+unix:///?socket=s' -- true
 usage_err "discard relative socket" "socket= path must be absolute" discard 'nbd+unix:///?socket=s' 0 65536
+# As libnbd reads the query: keys percent-decoded, pairs split on ';' too, the last one wins.
+usage_err "relative socket behind an encoded key" "socket= path must be absolute" map 'nbd+unix:///?sock%65t=rel' --bitmap b
+usage_err "relative socket after ';'" "socket= path must be absolute" map 'nbd+unix:///?socket=/abs;socket=rel' --bitmap b
+usage_err "encoded relative socket" "socket= path must be absolute" map 'nbd+unix:///?socket=%41bc' --bitmap b
+usage_err "empty socket" "socket= path must be absolute" map 'nbd+unix:///?socket=' --bitmap b
 out=$("$NBDATTACH" map 'nbd+unix:///d?socket=%2Fnonexistent%2Fs.sock' --bitmap b 2>&1); rc=$?
 [ "$rc" = 1 ] && [[ "$out" == *"No such file"* ]] && pass "a percent-encoded absolute socket= path is taken" ||
 	fail "a percent-encoded absolute socket= path is taken" "rc=$rc $out"
@@ -92,6 +97,10 @@ usage_err "monitor without identifier" "expected DEVICE --identifier ID" monitor
 for c in attach detach list status map discard cleanup monitor run version; do
 	out=$("$NBDATTACH" $c --help 2>&1); rc=$?
 	[ "$rc" = 0 ] && [[ "$out" == "Usage: nbdattach $c"* ]] && pass "$c --help" || fail "$c --help" "rc=$rc $out"
+done
+for args in "status nbd0 --help" "list --json -h" "version -h"; do
+	out=$("$NBDATTACH" $args 2>&1); rc=$?
+	[ "$rc" = 0 ] && [[ "$out" == "Usage: nbdattach ${args%% *}"* ]] && pass "$args" || fail "$args" "rc=$rc $out"
 done
 out=$("$NBDATTACH" attach --tag x --read-only --help 2>&1); rc=$?
 [ "$rc" = 0 ] && [[ "$out" == "Usage: nbdattach attach"* ]] && pass "attach OPTIONS --help" || fail "attach OPTIONS --help" "rc=$rc $out"
