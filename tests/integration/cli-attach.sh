@@ -147,4 +147,6 @@ if [ "$(id -u)" = 0 ]; then
 	[ "$rc" -eq 1 ] && [[ "$out" == *"must be run as root"* ]] && pass "not root: clear message" || fail "not root" "rc=$rc $out"
 else
 	skip "module-missing message" "needs root"
+	skip "not root: clear message" "runs as root only (it drops to nobody)"
+	skip "cleanup: untrusted state directory" "needs root"
 fi

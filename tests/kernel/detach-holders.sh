@@ -141,6 +141,8 @@ if modprobe dm_mod && command -v dmsetup >/dev/null; then
 	else
 		fail "foreign: nbd-client attaches $fdev"
 	fi
+else
+	skip "foreign" "dm_mod or dmsetup not available in the guest"
 fi
 
 # --- swap.  mkswap writes its header at the start; readable() looks at the middle.

@@ -41,6 +41,15 @@ bad=$(sed -n 's/.* Trim id=[0-9]* offset=\(0x[0-9a-f]*\) count=\(0x[0-9a-f]*\).*
 	while read -r o c; do [ $((o % G)) = 0 ] && [ $((c % G)) = 0 ] || echo "$o+$c"; done)
 expect_eq "no unaligned TRIM in the server's log" "" "$bad"
 
+# A read-only export takes no TRIM: one warning, no discards, the provider's status returned.
+nbdkit -r -U "$tmp/ro.sock" -P "$tmp/ro.pid" --filter=log memory 64M logfile="$tmp/ro.log" || fail "nbdkit -r starts"
+defer "kill \$(cat '$tmp/ro.pid')"
+"$NBDATTACH" run --volume "name=d,uri=nbd+unix:///?socket=$tmp/ro.sock" -- "$tmp/acker" 2>"$tmp/ro.err"
+expect_eq "read-only export: run exits 0" 0 "$?"
+expect_eq "read-only export: one warning that nothing will be discarded" 1 \
+	"$(grep -c "^nbdattach: warning: volume 'd': backed-up ranges will not be discarded: " "$tmp/ro.err")"
+expect_eq "read-only export: no TRIM reached the server" 0 "$(grep -c ' Trim ' "$tmp/ro.log")"
+
 # What the provider inherits: 0, 1, 2, the ack pipe and one map per volume, nothing else.
 fds=$("$NBDATTACH" run --volume "name=d,uri=nbd+unix:///?socket=$tmp/k.sock" --volume "name=e,uri=nbd+unix:///?socket=$tmp/k.sock" -- \
 	python3 -c 'import os; print(" ".join(str(f) for f in sorted(int(x) for x in os.listdir("/proc/self/fd"))[:-1]))' 2>/dev/null)
