@@ -60,6 +60,14 @@ fds=$("$NBDATTACH" run --map pipe --volume "name=d,uri=nbd+unix:///?socket=$tmp/
 	7</dev/null 9<"$tmp/k.log" 2>/dev/null)
 expect_eq "descriptors 7 and 9 of the caller do not reach the provider" "0 1 2 3 4" "$fds"
 
+# A volume's granularity= caps its device's requests; a full map reads a snapshot too, so read-ahead
+# 0 and no merging hold for it as for a bitmap.
+q=$("$NBDATTACH" run --volume "name=d,granularity=131072,uri=nbd+unix:///?socket=$tmp/k.sock" -- \
+	python3 -c 'import json, os
+q = "/sys/block/%s/queue/" % json.loads(os.environ["NBDATTACH_RUN"])["volumes"][0]["device"].split("/")[-1]
+print(" ".join(open(q + a).read().strip() for a in ("max_sectors_kb", "nomerges", "read_ahead_kb")))' 2>/dev/null)
+expect_eq "granularity=131072, full map: 128 KiB requests, never merged, no read-ahead" "128 2 0" "$q"
+
 # Acknowledgement lines are parsed strictly: a doubled space stops all discards of the run.
 before=$(trim_list)
 "$NBDATTACH" run --volume "name=d,uri=nbd+unix:///?socket=$tmp/k.sock" -- \
