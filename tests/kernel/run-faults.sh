@@ -239,6 +239,13 @@ rc=$?
 expect_eq "map writer killed by someone else (SIGKILL, as the OOM killer would): exit 125" 125 "$rc"
 grep -q 'map writer was killed by signal 9' "$tmp/mw.err" && pass "map writer killed: run says so" ||
 	fail "map writer killed: run says so" "$(cat "$tmp/mw.err")"
+# A provider that closes its map before the writer has written it (the writer is still opening
+# its connection) and then exits 0: the writer dies of SIGPIPE, and the backup is not complete.
+"$NBDATTACH" run --tag mw --map pipe --no-discard "${slow[@]}" -- sh -c 'exec 4<&-; sleep 9' 2>"$tmp/mw.err"
+rc=$?
+expect_eq "map writer killed by SIGPIPE (the provider closed its map early), provider exit 0: exit 125" 125 "$rc"
+grep -q 'map writer was killed by signal 13' "$tmp/mw.err" && pass "map writer SIGPIPE: run says so" ||
+	fail "map writer SIGPIPE: run says so" "$(cat "$tmp/mw.err")"
 expect_eq "map writers: all detached, no state" "0:" "$(connected):$(state_files)"
 
 # NBDATTACH_RUN_ID comes first in the provider's environment, so that cleanup finds a dead
