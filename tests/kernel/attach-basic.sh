@@ -53,6 +53,13 @@ rc=$?
 expect_eq "attach --bitmap --json exits 0 ($(cat "$tmp/err"))" 0 "$rc"
 dev=$(printf %s "$json" | python3 -c 'import json,sys; print(json.load(sys.stdin)["device"])')
 n=${dev#/dev/nbd}
+expect_eq "attach --json: every documented field, as the kernel and the export have them" \
+	"$dev $n $((32 << 20)) 4096 disk test bm $(cat "/sys/block/nbd$n/backend") b0 1 True int" \
+	"$(printf %s "$json" | python3 -c 'import json, sys
+j = json.load(sys.stdin)
+print(j["device"], j["index"], j["size"], j["block_size"], j["export"], j["tag"], j["name"], j["identifier"],
+      j["bitmap"], j["connections"], j["read_only"], type(j["flags"]).__name__)')"
+expect_eq "attach --json: the kernel's block size is the one reported" 4096 "$(cat "/sys/block/nbd$n/queue/logical_block_size")"
 defer "'$NBDATTACH' detach '$dev'"
 expect_eq "bitmap device has read_ahead_kb 0" 0 "$(cat "/sys/block/nbd$n/queue/read_ahead_kb")"
 expect_eq "bitmap device has max_sectors_kb 64" 64 "$(cat "/sys/block/nbd$n/queue/max_sectors_kb")"
@@ -61,5 +68,11 @@ expect_eq "bitmap device is read-only" 1 "$(blockdev --getro "$dev")"
 check "detach --tag --name" "$NBDATTACH" detach --tag test --name bm
 expect_eq "detach puts read_ahead_kb, max_sectors_kb and nomerges back" "256 512 1" \
 	"$(cat "/sys/block/nbd$n/queue/read_ahead_kb") $(cat "/sys/block/nbd$n/queue/max_sectors_kb") $(cat "/sys/block/nbd$n/queue/nomerges")"
+# --name alone: the tag is "default".
+dev=$("$NBDATTACH" attach --name solo "$(qnbd_uri "$sock")")
+check "--name alone: the backend names tag default" grep -q '^nbdattach:default:solo:' "/sys/block/${dev#/dev/}/backend"
+udevadm settle
+expect_eq "--name alone: the link is /dev/nbdattach/default/solo" "$dev" "$(readlink -f /dev/nbdattach/default/solo)"
+check "--name alone: detach --tag default --name solo" "$NBDATTACH" detach --tag default --name solo
 check_fails "attach --bitmap with a missing bitmap fails" "$NBDATTACH" attach --bitmap nope "$(qnbd_uri "$sock")"
 expect_eq "no state left" "" "$(ls /run/nbdattach/devices 2>/dev/null)"

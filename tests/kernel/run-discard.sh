@@ -60,6 +60,25 @@ fds=$("$NBDATTACH" run --map pipe --volume "name=d,uri=nbd+unix:///?socket=$tmp/
 	7</dev/null 9<"$tmp/k.log" 2>/dev/null)
 expect_eq "descriptors 7 and 9 of the caller do not reach the provider" "0 1 2 3 4" "$fds"
 
+# NBDATTACH_RUN as documented: every field, the default tag run-PID in "tag" and in the link, the
+# map's region count and bytes (memfd; a full map: one region, the whole export).
+cat > "$tmp/fields" <<'PY'
+import json, os, sys
+r = json.loads(os.environ["NBDATTACH_RUN"])
+v = r["volumes"][0]
+want = ["name", "device", "link", "size", "block_size", "granularity", "bitmap", "full", "map_fd",
+        "map_transport", "map_regions", "map_bytes", "discard"]
+print(r["version"], r["tag"], r["ack_fd"], ",".join(k for k in want if k not in v) or "all",
+      v["link"], v["map_transport"], v["map_regions"], v["map_bytes"], v["full"], v["map_fd"],
+      os.path.realpath(v["link"]) == v["device"])
+PY
+"$NBDATTACH" run --volume "name=d,uri=nbd+unix:///?socket=$tmp/k.sock" -- python3 "$tmp/fields" \
+	>"$tmp/fields.out" 2>/dev/null &
+rp=$!
+wait $rp
+expect_eq "NBDATTACH_RUN: every documented field, default tag run-PID, the map's count and bytes" \
+	"0:1 run-$rp 3 all /dev/nbdattach/run-$rp/d memfd 1 $((64 << 20)) True 4 True" "$?:$(cat "$tmp/fields.out")"
+
 # A volume's granularity= caps its device's requests; a full map reads a snapshot too, so read-ahead
 # 0 and no merging hold for it as for a bitmap.
 q=$("$NBDATTACH" run --volume "name=d,granularity=131072,uri=nbd+unix:///?socket=$tmp/k.sock" -- \
