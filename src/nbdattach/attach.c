@@ -48,7 +48,7 @@ static int fill_state(const struct attach_req *o, const struct hs_result *hs, co
 	s->block_size = hs->block_size;
 	s->connections = hs->n_fds;
 	s->read_only = hs->read_only;
-	snprintf(s->owner, sizeof(s->owner), "%s", o->no_monitor ? "run" : "attaching");
+	snprintf(s->owner, sizeof(s->owner), "%s", o->for_run ? "run" : "attaching");
 	s->pid = getpid();
 	s->time = time(NULL);
 	(void)proc_start_time(s->pid, &s->start); /* 0 if unknown: time decides then */
@@ -94,6 +94,28 @@ static bool died_while_attaching(struct dead_watch *d, uint32_t index)
 	return false;
 }
 
+/* The journal entry becomes an attached device's ("attach", outliving us), with its monitor's
+ * PID (0: none, --no-monitor): cleanup then asks its server, never judges it by our exit. */
+static int hand_over_entry(struct state_rec *s, pid_t pid)
+{
+	_cleanup_(state_unlock) int lock = -1;
+	struct state_rec cur;
+	int r;
+
+	s->pid = pid;
+	if (!pid || proc_start_time(pid, &s->start) < 0)
+		s->start = 0;
+	snprintf(s->owner, sizeof(s->owner), "attach");
+	/* Only over our own entry: the device may have been detached, and the minor journaled by
+	 * another attach, since we last held the lock. */
+	r = state_lock(&lock);
+	if (r < 0)
+		return r;
+	if (state_read(s->index, &cur) < 0 || strcmp(cur.identifier, s->identifier))
+		return -ESTALE;
+	return state_write(s);
+}
+
 /* The monitor releases the device when its server dies (the kernel does not); its pid goes
  * into the journal so that cleanup knows it. It takes over our subscription to LINK_DEAD, so
  * that none falls between the two. */
@@ -102,10 +124,8 @@ static int start_monitor(const struct attach_req *o, struct state_rec *s, const 
 	char dev[32], dct[24];
 	char *argv[10] = { "nbdattach", "monitor", "--identifier", s->identifier,
 			   "--dead-conn-timeout", dct };
-	_cleanup_(state_unlock) int lock = -1;
 	bool hand_over = dw->ev && !dw->lost;
 	struct child_fd fd = { .from = hand_over ? nbd_nl_events_fd(dw->ev) : -1, .to = 3 };
-	struct state_rec cur;
 	size_t n = 6;
 	pid_t pid;
 	int r;
@@ -122,18 +142,7 @@ static int start_monitor(const struct attach_req *o, struct state_rec *s, const 
 			CHILD_SETSID | CHILD_NULL_STDIO, &pid);
 	if (r < 0)
 		return r;
-	s->pid = pid;
-	if (proc_start_time(pid, &s->start) < 0)
-		s->start = 0;
-	snprintf(s->owner, sizeof(s->owner), "attach");
-	/* Only over our own entry: the device may have been detached, and the minor journaled by
-	 * another attach, since we last held the lock. */
-	r = state_lock(&lock);
-	if (r < 0)
-		return r;
-	if (state_read(s->index, &cur) < 0 || strcmp(cur.identifier, s->identifier))
-		return -ESTALE;
-	return state_write(s);
+	return hand_over_entry(s, pid);
 }
 
 /* udev's first pass over a new device can miss that it is ours (the rules were not installed,
@@ -216,8 +225,11 @@ static int finish_attach(const struct attach_req *o, struct udev_wait *w, struct
 	*what = "its connection died while attaching (a request timed out, or the server went away)";
 	if (died_while_attaching(dw, s->index))
 		return -ENOTCONN;
-	if (o->no_monitor)
+	if (o->for_run)
 		return 0;
+	*what = "cannot record the device in the state journal";
+	if (o->no_monitor)
+		return hand_over_entry(s, 0);
 	*what = "cannot start the device's monitor";
 	return start_monitor(o, s, dw);
 }

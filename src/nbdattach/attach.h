@@ -12,7 +12,8 @@
 struct attach_req {
 	const char *uri, *tag, *name, *bitmap;
 	bool read_only;
-	bool no_monitor;          /* the caller (run) watches the device itself */
+	bool no_monitor;          /* no monitor: the caller watches the device itself, or nobody */
+	bool for_run;             /* run's volume: journaled as run's, for as long as run lives */
 	unsigned connections;     /* 0: default */
 	uint64_t block_size;      /* 0: choose */
 	uint64_t timeout, dead_conn_timeout;

@@ -120,7 +120,7 @@ static int attach_volume(const struct run_opts *o, struct volume *v)
 {
 	struct attach_req req = {
 		.uri = v->uri, .tag = o->tag, .name = v->name, .bitmap = v->bitmap[0] ? v->bitmap : NULL,
-		.read_only = true, .no_monitor = true, .connections = v->connections,
+		.read_only = true, .no_monitor = true, .for_run = true, .connections = v->connections,
 		.block_size = v->block_size, .timeout = o->timeout,
 		.dead_conn_timeout = o->dead_conn_timeout, .udev_timeout_ms = o->udev_timeout_ms,
 		/* QEMU 7.2's snapshot-access answers a simple-reply read spanning a cluster already

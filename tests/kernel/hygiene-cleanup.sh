@@ -208,3 +208,22 @@ printf 'NBDATTACH_ID=nbdattach:old:stale:0123456789abcdef0123456789abcdef\nNBDAT
 	> "/run/nbdattach/udev/nbd$k"
 check_fails "detach of an unconnected minor fails" "$NBDATTACH" detach "/dev/nbd$k"
 check_fails "and drops its udev record" test -e "/run/nbdattach/udev/nbd$k"
+
+# --- cleanup asks the server of a device whose monitor is not watching (--no-monitor): a server
+# that is only slow (stopped) is not gone; one that no longer accepts connections is.
+start_server s10
+dev=$("$NBDATTACH" attach --no-monitor --tag clean --name s10 "nbd+unix:///disk?socket=$tmp/s10.sock")
+check "attach --no-monitor" test -b "$dev"
+kill -STOP "$(cat "$tmp/s10.pid")"
+t0=$(date +%s)
+out=$("$NBDATTACH" cleanup --probe-timeout 1 2>&1); rc=$?
+el=$(( $(date +%s) - t0 ))
+kill -CONT "$(cat "$tmp/s10.pid")"
+expect_eq "cleanup with a stopped server: nothing done, within the probe timeout ($el s)" "0:" "$rc:$out"
+check "the device of a slow server stays" test -e "/sys/block/${dev#/dev/}/pid"
+kill -KILL "$(cat "$tmp/s10.pid")"
+out=$("$NBDATTACH" cleanup 2>&1); rc=$?
+expect_eq "cleanup with the server gone: the device detached" "0:$dev: detached (its server is gone)" "$rc:$out"
+check_fails "and no longer connected" test -e "/sys/block/${dev#/dev/}/pid"
+udevadm settle
+expect_eq "state directory empty after the server-gone cleanup" "" "$(state_files)"
