@@ -42,11 +42,17 @@ expect_eq "the device is read-only" 1 "$(blockdev --getro "$dev")"
 check_fails "a write fails" dd if=/dev/zero of="$dev" bs=4k count=1 oflag=direct status=none
 check "detach" "$NBDATTACH" detach "$dev"
 
-# --no-monitor: nothing but the device (and its journal entry, owned by the caller).
+# --no-monitor: nothing but the device (and its journal entry: an attached device's, no pid).
 dev=$("$NBDATTACH" attach --no-monitor "$uri")
 check "attach --no-monitor" test -b "$dev"
 id=$(cat "/sys/block/${dev#/dev/}/backend")
+# The positive control first: the same pattern finds the monitor of a device that has one.
+dev2=$("$NBDATTACH" attach "$uri")
+check "the pattern finds a monitor that runs" pgrep -f "nbdattach monitor --identifier $(cat "/sys/block/${dev2#/dev/}/backend")"
+check "detach the monitored one" "$NBDATTACH" detach "$dev2"
 check_fails "no monitor runs for it" pgrep -f "nbdattach monitor --identifier $id"
+expect_eq "its journal entry: owner attach, pid 0" "attach 0" \
+	"$(sed -n 's/^owner=//p' "/run/nbdattach/devices/${dev#/dev/}") $(sed -n 's/^pid=//p' "/run/nbdattach/devices/${dev#/dev/}")"
 check "detach" "$NBDATTACH" detach "$dev"
 check_fails "detached" connected "$dev"
 
