@@ -150,15 +150,20 @@ static int write_attr(uint32_t index, const char *attr, const char *val)
 	return write(fd, val, (size_t)n) == n ? 0 : -errno;
 }
 
-int dev_set_read_ahead(uint32_t index, unsigned kb)
+static int write_num_attr(uint32_t index, const char *attr, uint64_t v)
 {
-	char val[16];
+	char val[24];
 
-	snprintf(val, sizeof(val), "%u", kb);
-	return write_attr(index, "queue/read_ahead_kb", val);
+	snprintf(val, sizeof(val), "%" PRIu64, v);
+	return write_attr(index, attr, val);
 }
 
-static int read_kb_attr(uint32_t index, const char *attr, uint32_t *ret)
+int dev_set_read_ahead(uint32_t index, unsigned kb)
+{
+	return write_num_attr(index, "queue/read_ahead_kb", kb);
+}
+
+static int read_num_attr(uint32_t index, const char *attr, uint32_t *ret)
 {
 	char buf[24];
 	uint64_t v;
@@ -174,27 +179,21 @@ static int read_kb_attr(uint32_t index, const char *attr, uint32_t *ret)
 
 int dev_get_queue(uint32_t index, uint32_t *ret_read_ahead_kb, uint32_t *ret_max_sectors_kb, uint32_t *ret_nomerges)
 {
-	int r = read_kb_attr(index, "queue/read_ahead_kb", ret_read_ahead_kb);
+	int r = read_num_attr(index, "queue/read_ahead_kb", ret_read_ahead_kb);
 
 	if (r >= 0)
-		r = read_kb_attr(index, "queue/max_sectors_kb", ret_max_sectors_kb);
-	return r < 0 ? r : read_kb_attr(index, "queue/nomerges", ret_nomerges);
+		r = read_num_attr(index, "queue/max_sectors_kb", ret_max_sectors_kb);
+	return r < 0 ? r : read_num_attr(index, "queue/nomerges", ret_nomerges);
 }
 
 int dev_set_nomerges(uint32_t index, unsigned mode)
 {
-	char val[16];
-
-	snprintf(val, sizeof(val), "%u", mode);
-	return write_attr(index, "queue/nomerges", val);
+	return write_num_attr(index, "queue/nomerges", mode);
 }
 
 int dev_set_max_request(uint32_t index, uint64_t bytes)
 {
-	char val[24];
-
-	snprintf(val, sizeof(val), "%" PRIu64, bytes / 1024);
-	return write_attr(index, "queue/max_sectors_kb", val);
+	return write_num_attr(index, "queue/max_sectors_kb", bytes / 1024);
 }
 
 int dev_trigger_change(uint32_t index)

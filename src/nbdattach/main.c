@@ -43,7 +43,7 @@ static const struct command commands[] = {
 int cmd_version(int argc, char **argv)
 {
 	if (help_asked(argc, argv))
-		return command_help(argv[0]);
+		return command_help("version"); /* argv[0] may be "--version" */
 	if (argc > 1) {
 		log_usage("version takes no arguments");
 		return EXIT_USAGE;
