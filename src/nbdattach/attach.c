@@ -48,6 +48,7 @@ static int fill_state(const struct attach_req *o, const struct hs_result *hs, co
 	s->block_size = hs->block_size;
 	s->connections = hs->n_fds;
 	s->read_only = hs->read_only;
+	s->server = hs->server;
 	snprintf(s->owner, sizeof(s->owner), "%s", o->for_run ? "run" : "attaching");
 	s->pid = getpid();
 	s->time = time(NULL);

@@ -147,7 +147,7 @@ static int check_ours(const struct cleanup_opts *o, const struct dev_info *i)
 	if (strcmp(i->st.owner, "attach") && !helper_alive((pid_t)i->st.pid, i->st.start, i->st.time))
 		return report_teardown(o, i->index, i->backend, 0,
 				       !strcmp(i->st.owner, "run") ? "its run was killed" : "its attach was killed");
-	if (hs_server_gone(i->st.uri, o->probe_timeout_ms))
+	if (hs_server_gone(i->st.uri, &i->st.server, o->probe_timeout_ms))
 		return report_teardown(o, i->index, i->backend, 0, "its server is gone");
 	return 0;
 }

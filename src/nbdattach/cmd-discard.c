@@ -20,7 +20,8 @@
 #include "regionmap.h"
 #include "state.h"
 
-static int resolve(const char *target, char *uri, size_t len)
+/* TARGET's URI, and for a device the server it was attached to (PIN). */
+static int resolve(const char *target, char *uri, size_t len, struct server_pin *pin)
 {
 	struct dev_info info;
 	uint32_t index;
@@ -40,6 +41,7 @@ static int resolve(const char *target, char *uri, size_t len)
 		return r < 0 ? r : -ENOENT;
 	}
 	snprintf(uri, len, "%s", info.st.uri);
+	*pin = info.st.server;
 	return 0;
 }
 
@@ -59,13 +61,14 @@ static int trim_bounded(void *trimmer, uint64_t offset, uint64_t length)
 static int discard(const char *target, uint64_t gran, uint64_t off, uint64_t len)
 {
 	char uri[STATE_URI_MAX], why[256] = "";
+	struct server_pin pin = { 0 };
 	struct nbd_trimmer *t = NULL;
 	struct discarder *d = NULL;
-	int r = resolve(target, uri, sizeof(uri));
+	int r = resolve(target, uri, sizeof(uri), &pin);
 
 	if (r < 0)
 		return EXIT_FAIL;
-	r = nbd_trimmer_open(uri, 0, &t, why, sizeof(why));
+	r = nbd_trimmer_open(uri, &pin, 0, &t, why, sizeof(why));
 	if (r == 0)
 		r = discarder_new(nbd_trimmer_size(t), gran, trim_bounded, t, &d);
 	if (r == 0)

@@ -10,6 +10,7 @@
 #include "commands.h"
 #include "log.h"
 #include "netlink.h"
+#include "pin.h"
 #include "state.h"
 
 /* Decimal digits only, no sign, no space, within [MIN, MAX]. */
@@ -58,54 +59,20 @@ uint64_t page_size(void)
 	return p > 0 ? (uint64_t)p : 4096;
 }
 
-static int hex_digit(char c)
+/* The URI is journaled and connected to again later (monitor, cleanup, discard DEVICE), from
+ * other directories: a relative socket path would name another socket there. */
+static const char *socket_unusable(const char *uri)
 {
-	return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
-}
+	char path[4096];
+	int r = uri_socket_path(uri, path, sizeof(path));
 
-/* Percent-decodes [P, END) into DST (CAP bytes with the NUL); false if it does not fit. */
-static bool decode(const char *p, const char *end, char *dst, size_t cap)
-{
-	size_t n = 0;
-
-	for (; p < end; p++) {
-		char c = *p;
-
-		if (c == '%' && end - p > 2 && hex_digit(p[1]) >= 0 && hex_digit(p[2]) >= 0) {
-			c = (char)(hex_digit(p[1]) << 4 | hex_digit(p[2]));
-			p += 2;
-		}
-		if (n + 1 >= cap)
-			return false;
-		dst[n++] = c;
-	}
-	dst[n] = 0;
-	return true;
-}
-
-/* Whether URI's query names a socket that is not an absolute path, read as libnbd reads it:
- * pairs split on '&' or ';', keys and values percent-decoded, every "socket" key counted. */
-static bool relative_socket(const char *uri)
-{
-	const char *q = strchr(uri, '?');
-
-	for (q = q ? q + 1 : NULL; q && *q && *q != '#';) {
-		size_t n = strcspn(q, "&;#");
-		const char *eq = memchr(q, '=', n);
-		char key[16], first[2];
-
-		if (eq && decode(q, eq, key, sizeof(key)) && !strcmp(key, "socket")) {
-			/* the first character is all that matters; a longer value does not fit */
-			const char *v = eq + 1, *vend = v + (v[0] == '%' ? 3 : 1);
-
-			if (vend > q + n || !decode(v, vend, first, sizeof(first)) || first[0] != '/')
-				return true;
-		}
-		q += n;
-		if (*q == '&' || *q == ';')
-			q++;
-	}
-	return false;
+	if (r == -EINVAL)
+		return "the URI has more than one socket= parameter";
+	if (r == -ENAMETOOLONG)
+		return "the socket= path is too long";
+	if (r == 0 && path[0] != '/')
+		return "the socket= path must be absolute";
+	return NULL;
 }
 
 const char *uri_unsupported(const char *uri)
@@ -115,11 +82,7 @@ const char *uri_unsupported(const char *uri)
 		       "export over a unix socket or plain nbd:// on a trusted network";
 	if (strncmp(uri, "nbd://", 6) && strncmp(uri, "nbd+unix://", 11) && strncmp(uri, "nbd+vsock://", 12))
 		return "unsupported URI scheme (expected nbd://, nbd+unix:// or nbd+vsock://)";
-	/* The URI is journaled and connected to again later (monitor, cleanup, discard DEVICE),
-	 * from other directories: a relative socket path would name another socket there. */
-	if (relative_socket(uri))
-		return "the socket= path must be absolute";
-	return NULL;
+	return socket_unusable(uri);
 }
 
 bool help_asked(int argc, char **argv)
@@ -136,7 +99,8 @@ int usage_bad_uri(const char *cmd, const char *uri)
 
 	if (!why)
 		return 0;
-	log_usage("%s: cannot use '%s': %s", cmd, uri, why);
+	/* A log line holds 1 KiB: the reason must not be cut off by a long URI. */
+	log_usage("%s: cannot use '%.256s%s': %s", cmd, uri, strlen(uri) > 256 ? "..." : "", why);
 	return -EINVAL;
 }
 

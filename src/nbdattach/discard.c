@@ -11,6 +11,7 @@
 #include "cleanup.h"
 #include "clock.h"
 #include "discard.h"
+#include "pin.h"
 
 struct frag {
 	uint64_t start, end; /* [start, end) */
@@ -229,17 +230,47 @@ static int trimmer_fail(struct nbd_trimmer *t, int e)
 	return t->error;
 }
 
-int nbd_trimmer_open(const char *uri, int64_t timeout_ms, struct nbd_trimmer **ret, char *why, size_t why_len)
+/* Connects H to URI; with PIN, only to the socket and the user the device was attached to:
+ * no TRIM may reach another server through a swapped path. */
+static int connect_pinned(struct nbd_handle *h, const char *uri, const struct server_pin *pin,
+			  char *why, size_t why_len)
+{
+	_cleanup_(pin_close) struct pinned_uri p = { .fd = -1 };
+	struct server_pin seen;
+	int r = pin_open(uri, pin, &p);
+
+	if (r == -ESTALE) {
+		snprintf(why, why_len, "its socket path now leads to another socket than the one it was attached to");
+		return r;
+	}
+	if (r < 0) {
+		snprintf(why, why_len, "cannot connect for discards: %s", strerror(-r));
+		return r;
+	}
+	if (nbd_connect_uri(h, p.uri) < 0)
+		return nbd_err(why, why_len, "cannot connect for discards");
+	if (pin && pin->known && pin_peer(h, pin, &seen) < 0) {
+		snprintf(why, why_len, "another user's server answers on its socket");
+		return -ESTALE;
+	}
+	return 0;
+}
+
+int nbd_trimmer_open(const char *uri, const struct server_pin *pin, int64_t timeout_ms,
+		     struct nbd_trimmer **ret, char *why, size_t why_len)
 {
 	_cleanup_(nbd_closep) struct nbd_handle *h = nbd_create();
 	struct nbd_trimmer *t;
 	int64_t size;
+	int r;
 
 	if (!h)
 		return nbd_err(why, why_len, "libnbd");
-	if (nbd_set_request_structured_replies(h, false) < 0 || nbd_set_uri_allow_local_file(h, false) < 0 ||
-	    nbd_connect_uri(h, uri) < 0)
-		return nbd_err(why, why_len, "cannot connect for discards");
+	if (nbd_set_request_structured_replies(h, false) < 0 || nbd_set_uri_allow_local_file(h, false) < 0)
+		return nbd_err(why, why_len, "libnbd");
+	r = connect_pinned(h, uri, pin, why, why_len);
+	if (r < 0)
+		return r;
 	size = nbd_get_size(h);
 	if (size <= 0)
 		return nbd_err(why, why_len, "export size");

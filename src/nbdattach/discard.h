@@ -34,7 +34,8 @@ void discarder_free(struct discarder *d);
 
 /* Over NBD: a connection to URI (simple replies) whose trim function queues NBD_CMD_TRIM with
  * libnbd's asynchronous API and never waits for the server. -EOPNOTSUPP when the export does
- * not accept TRIM. WHY gets libnbd's words on failure.
+ * not accept TRIM; with PIN (a device's journaled server, or NULL), -ESTALE when URI's socket
+ * is another than the device's (pin.h). WHY gets the reason in words on failure.
  *
  * The caller polls nbd_trimmer_poll_fd() and passes what it saw to nbd_trimmer_dispatch(), or
  * waits with nbd_trimmer_flush(). The first failure (a TRIM the server refused, the connection
@@ -43,7 +44,8 @@ void discarder_free(struct discarder *d);
 #define NBD_TRIMMER_TIMEOUT_MS 30000   /* when TIMEOUT_MS is 0 */
 #define NBD_TRIMMER_QUEUE_MAX 65536    /* TRIMs in flight at most (then -ENOBUFS) */
 struct nbd_trimmer;
-int nbd_trimmer_open(const char *uri, int64_t timeout_ms, struct nbd_trimmer **ret, char *why, size_t why_len);
+struct server_pin;
+int nbd_trimmer_open(const char *uri, const struct server_pin *pin, int64_t timeout_ms, struct nbd_trimmer **ret, char *why, size_t why_len);
 /* A discard_trim_fn: queues one TRIM; 0, or the trimmer's failure. */
 int nbd_trimmer_trim(void *trimmer, uint64_t offset, uint64_t length);
 /* The descriptor to poll and its events while TRIMs are in flight; -1 when there is none. */

@@ -16,6 +16,7 @@
 #include "cleanup.h"
 #include "clock.h"
 #include "handshake.h"
+#include "pin.h"
 #include "state.h"
 
 DEFINE_CLEANUP(struct nbd_handle *, nbd_close)
@@ -46,6 +47,13 @@ static int fail_msg(int err, const char *msg)
 {
 	snprintf(last_error, sizeof(last_error), "%s", msg);
 	return -err;
+}
+
+static int fail_pin(int r)
+{
+	snprintf(last_error, sizeof(last_error), "cannot connect: %s",
+		 r == -ENOTSOCK ? "socket= does not name a socket" : strerror(-r));
+	return r;
 }
 
 static bool is_pow2(uint64_t v)
@@ -231,12 +239,15 @@ static int more_connections(const char *uri, struct hs_result *res, unsigned n)
 {
 	for (unsigned i = 1; i < n; i++) {
 		_cleanup_(nbd_closep) struct nbd_handle *h = NULL;
+		struct server_pin seen;
 		int r = connect_one(uri, &h);
 
 		if (r < 0)
 			return r;
 		if (nbd_get_size(h) != (int64_t)res->size)
 			return fail_msg(EPROTO, "server changed the export size between connections");
+		if (res->server.known && pin_peer(h, &res->server, &seen) < 0)
+			return fail_msg(EPROTO, "another user's server answered the next connection");
 		r = take_socket(&h, &res->fds[res->n_fds]);
 		if (r < 0)
 			return r;
@@ -245,16 +256,21 @@ static int more_connections(const char *uri, struct hs_result *res, unsigned n)
 	return 0;
 }
 
-static int negotiate(const struct hs_request *req, struct hs_result *res)
+/* URI is the pinned one; PIN what pin_open saw, completed with the listener's uid. */
+static int negotiate(const struct hs_request *req, const char *uri, struct server_pin *pin,
+		     struct hs_result *res)
 {
 	_cleanup_(nbd_closep) struct nbd_handle *h = NULL;
 	const char *name;
 	unsigned n;
 	int r;
 
-	r = connect_one(req->uri, &h);
+	r = connect_one(uri, &h);
 	if (r < 0)
 		return r;
+	if (pin->known && pin_peer(h, NULL, pin) < 0)
+		return fail_msg(EPROTO, "cannot tell who the server is (SO_PEERCRED)");
+	res->server = *pin;
 	r = check_export(h, req, res);
 	if (r < 0)
 		return r;
@@ -268,21 +284,24 @@ static int negotiate(const struct hs_request *req, struct hs_result *res)
 	if (r < 0)
 		return r;
 	res->n_fds = 1;
-	return more_connections(req->uri, res, n);
+	return more_connections(uri, res, n);
 }
 
 int hs_negotiate(const struct hs_request *req, struct hs_result *ret)
 {
+	_cleanup_(pin_close) struct pinned_uri p = { .fd = -1 };
 	struct hs_result res = { 0 };
 	int r;
 
 	last_error[0] = 0;
-	if (req->bitmap) {
-		r = check_bitmap(req->uri, req->bitmap);
-		if (r < 0)
-			return r;
-	}
-	r = negotiate(req, &res);
+	/* One inode for every connection: the socket cannot be swapped between them. */
+	r = pin_open(req->uri, NULL, &p);
+	if (r < 0)
+		return fail_pin(r);
+	if (req->bitmap)
+		r = check_bitmap(p.uri, req->bitmap);
+	if (r == 0)
+		r = negotiate(req, p.uri, &p.pin, &res);
 	if (r < 0) {
 		hs_result_close(&res);
 		return r;
@@ -299,16 +318,30 @@ void hs_result_close(struct hs_result *res)
 	res->n_fds = 0;
 }
 
-bool hs_server_gone(const char *uri, int timeout_ms)
+/* A failure to open the socket says the server is gone, unless we lack the resources to tell. */
+static bool open_says_gone(int r)
+{
+	return r != -ENOMEM && r != -EMFILE && r != -ENFILE;
+}
+
+bool hs_server_gone(const char *uri, const struct server_pin *pin, int timeout_ms)
 {
 	_cleanup_(nbd_closep) struct nbd_handle *h = NULL;
 	int64_t deadline = now_ms() + timeout_ms;
+	_cleanup_(pin_close) struct pinned_uri p = { .fd = -1 };
+	struct server_pin seen;
+	bool gone;
+	int r;
 
-	if (open_handle(uri, false, &h) < 0)
+	/* Another inode on the path (a restarted server, a replaced socket) is not the server the
+	 * device's connections went to. */
+	r = pin_open(uri, pin, &p);
+	if (r < 0)
+		return open_says_gone(r);
+	if (open_handle(p.uri, false, &h) < 0)
 		return false; /* cannot tell */
-	if (nbd_aio_connect_uri(h, uri) < 0)
-		return true;
-	while (!nbd_aio_is_ready(h)) {
+	gone = nbd_aio_connect_uri(h, p.uri) < 0;
+	while (!gone && !nbd_aio_is_ready(h)) {
 		int64_t left = deadline - now_ms();
 
 		if (nbd_aio_is_dead(h) || nbd_aio_is_closed(h))
@@ -318,6 +351,9 @@ bool hs_server_gone(const char *uri, int timeout_ms)
 		if (nbd_poll(h, (int)left) < 0)
 			return true;
 	}
-	nbd_shutdown(h, 0);
-	return false;
+	if (!gone && pin && pin->known)
+		gone = pin_peer(h, pin, &seen) == -ESTALE;
+	if (!gone)
+		nbd_shutdown(h, 0);
+	return gone;
 }

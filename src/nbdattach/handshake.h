@@ -6,6 +6,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "state.h"
+
 #define HS_MAX_CONNECTIONS 16
 
 struct hs_request {
@@ -25,6 +27,7 @@ struct hs_result {
 	unsigned n_fds;
 	int fds[HS_MAX_CONNECTIONS];
 	char export_name[256];
+	struct server_pin server; /* the socket connected to, for the journal */
 };
 
 /* Why the handshake failed, in words, for the CLI (libnbd's message, trimmed). */
@@ -33,7 +36,8 @@ const char *hs_last_error(void);
 int hs_negotiate(const struct hs_request *req, struct hs_result *ret);
 void hs_result_close(struct hs_result *res);
 /* True when a fresh connection to URI fails within TIMEOUT_MS (refused, no socket, export
- * gone); a server that is merely slow to answer is not gone. */
-bool hs_server_gone(const char *uri, int timeout_ms);
+ * gone) or, with PIN (journaled), reaches another socket or another user's server; a server
+ * that is merely slow to answer is not gone. */
+bool hs_server_gone(const char *uri, const struct server_pin *pin, int timeout_ms);
 
 #endif

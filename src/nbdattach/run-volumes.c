@@ -13,10 +13,12 @@
 
 #include "attach.h"
 #include "children.h"
+#include "cleanup.h"
 #include "cmd-util.h"
 #include "commands.h"
 #include "fault.h"
 #include "log.h"
+#include "pin.h"
 #include "regionmap.h"
 #include "run.h"
 #include "teardown.h"
@@ -144,8 +146,22 @@ static int attach_volume(const struct run_opts *o, struct volume *v)
 	return 0;
 }
 
-/* Memfd transport: the whole map, sealed, before the provider starts. */
-static int map_memfd(struct volume *v)
+/* The map comes from the socket the volume was attached to (pin.h): opened here, and
+ * connected to through the descriptor, in this process or the map writer. */
+static int pin_volume(struct volume *v, struct pinned_uri *ret)
+{
+	int r = pin_open(v->uri, &v->st.server, ret);
+
+	if (r < 0)
+		log_error("cannot map volume '%s': %s", v->name,
+			  r == -ESTALE ? "its socket path now leads to another socket than the one it was attached to"
+				       : strerror(-r));
+	return r;
+}
+
+/* Memfd transport: the whole map, sealed, before the provider starts. PINNED: the volume's
+ * URI through its pinned socket. */
+static int map_memfd(struct volume *v, const char *pinned)
 {
 	char name[96];
 	int fd, r;
@@ -156,7 +172,7 @@ static int map_memfd(struct volume *v)
 		log_error("cannot map volume '%s': %s", v->name, strerror(-r));
 		return r;
 	}
-	r = map_binary(v->uri, v->bitmap[0] ? v->bitmap : NULL, v->granularity, fd, &v->map_count, &v->map_total);
+	r = map_binary(pinned, v->bitmap[0] ? v->bitmap : NULL, v->granularity, fd, &v->map_count, &v->map_total);
 	if (r < 0) {
 		close(fd);
 		return r;
@@ -168,24 +184,31 @@ static int map_memfd(struct volume *v)
 
 /* Pipe transport: a writer child (nbdattach map) streams the map while the provider reads it;
  * constant memory at both ends whatever the map's size. */
-static int map_pipe(struct volume *v, struct run_rec *j, const char *run_id)
+static int map_pipe(struct volume *v, const struct pinned_uri *pin, struct run_rec *j, const char *run_id)
 {
-	char gran[24], env[128];
+	char gran[24], env[128], uri[sizeof(pin->uri)];
 	char *argv[] = { "nbdattach", "map", "--granularity", gran, "--output-fd", "3",
 			 v->bitmap[0] ? "--bitmap" : "--full", v->bitmap[0] ? v->bitmap : NULL, NULL, NULL };
 	char *envp[] = { env, "PATH=/usr/sbin:/usr/bin:/sbin:/bin", NULL };
 	int p[2], r;
-	struct child_fd fds[] = { { .to = 3 }, { .from = STDERR_FILENO, .to = 2 } };
+	struct child_fd fds[] = { { .to = 3 }, { .from = STDERR_FILENO, .to = 2 }, { .from = pin->fd, .to = 4 } };
 
 	snprintf(gran, sizeof(gran), "%" PRIu64, v->granularity);
 	snprintf(env, sizeof(env), "NBDATTACH_RUN_ID=%s", run_id);
-	argv[v->bitmap[0] ? 8 : 7] = (char *)v->uri;
+	/* The writer connects through the pinned socket, its descriptor 4. */
+	snprintf(uri, sizeof(uri), "%s", pin->uri);
+	if (pin->fd >= 0 && (r = pin_uri_for_fd(v->uri, 4, uri, sizeof(uri))) < 0) {
+		log_error("cannot map volume '%s': %s", v->name, strerror(-r));
+		return r;
+	}
+	argv[v->bitmap[0] ? 8 : 7] = uri;
 	if (pipe2(p, O_CLOEXEC) < 0)
 		return -errno;
 	fds[0].from = p[1];
 	/* A session of its own: a terminal's Ctrl-C reaches the helper (which decides), not the
 	 * writer directly. */
-	r = child_spawn(self_exe(), argv, envp, fds, 2, CHILD_SETSID | CHILD_NULL_STDIO, &v->map_pid);
+	r = child_spawn(self_exe(), argv, envp, fds, pin->fd >= 0 ? 3 : 2, CHILD_SETSID | CHILD_NULL_STDIO,
+			&v->map_pid);
 	close(p[1]);
 	if (r == 0)
 		r = child_pidfd(v->map_pid, &v->map_pidfd);
@@ -218,7 +241,7 @@ static void open_discards(const struct run_opts *o, struct volume *v)
 	if (!o->discard)
 		return;
 	/* The server must answer a TRIM within --timeout (NBD_TRIMMER_TIMEOUT_MS when 0). */
-	r = nbd_trimmer_open(v->uri, (int64_t)o->timeout * 1000, &v->trimmer, why, sizeof(why));
+	r = nbd_trimmer_open(v->uri, &v->st.server, (int64_t)o->timeout * 1000, &v->trimmer, why, sizeof(why));
 	if (r == 0)
 		r = discarder_new(v->st.size, v->granularity, nbd_trimmer_trim, v->trimmer, &v->disc);
 	if (r < 0) {
@@ -227,6 +250,16 @@ static void open_discards(const struct run_opts *o, struct volume *v)
 		nbd_trimmer_close(v->trimmer);
 		v->trimmer = NULL;
 	}
+}
+
+static int map_volume(const struct run_opts *o, struct volume *v, struct run_rec *journal, const char *run_id)
+{
+	_cleanup_(pin_close) struct pinned_uri pin = { .fd = -1 };
+	int r = pin_volume(v, &pin);
+
+	if (r == 0)
+		r = o->transport == MAP_MEMFD ? map_memfd(v, pin.uri) : map_pipe(v, &pin, journal, run_id);
+	return r;
 }
 
 int volume_setup(const struct run_opts *o, struct volume *v, struct run_rec *journal, const char *run_id)
@@ -238,7 +271,7 @@ int volume_setup(const struct run_opts *o, struct volume *v, struct run_rec *jou
 	if (r == 0)
 		r = journal_step(journal, "map", v->name);
 	if (r == 0)
-		r = o->transport == MAP_MEMFD ? map_memfd(v) : map_pipe(v, journal, run_id);
+		r = map_volume(o, v, journal, run_id);
 	if (r == 0)
 		open_discards(o, v);
 	return r;

@@ -51,7 +51,8 @@ static int parse_line(char *line, struct state_rec *r, unsigned *seen)
 {
 	static const char *const keys[] = { "index", "identifier", "tag", "name", "uri", "export",
 		"bitmap", "size", "block-size", "connections", "read-only", "pid", "time", "owner",
-		"saved-read-ahead-kb", "saved-max-sectors-kb", "saved-nomerges", "start" };
+		"saved-read-ahead-kb", "saved-max-sectors-kb", "saved-nomerges", "start", "socket-dev",
+		"socket-ino", "server-uid" };
 	char *v = strchr(line, '=');
 	uint64_t x = 0;
 	unsigned k;
@@ -88,6 +89,9 @@ static int parse_line(char *line, struct state_rec *r, unsigned *seen)
 	case 15: e = set_num(v, UINT32_MAX, &x); r->saved_max_sectors_kb = (uint32_t)x; break;
 	case 16: e = set_num(v, 2, &x); r->saved_nomerges = (uint32_t)x; break;
 	case 17: e = set_num(v, UINT64_MAX, &r->start); break;
+	case 18: e = set_num(v, UINT64_MAX, &r->server.dev); break;
+	case 19: e = set_num(v, UINT64_MAX, &r->server.ino); break;
+	case 20: e = set_num(v, UINT32_MAX, &x); r->server.uid = (uint32_t)x; break;
 	}
 	return e;
 }
@@ -96,7 +100,7 @@ int state_parse(const char *buf, size_t len, struct state_rec *ret)
 {
 	struct state_rec r = { 0 };
 	char line[STATE_URI_MAX + 32];
-	unsigned seen = 0, queue;
+	unsigned seen = 0, queue, server;
 	size_t pos = 0;
 
 	if (len > STATE_FILE_MAX || len == 0 || buf[len - 1] != '\n')
@@ -116,13 +120,18 @@ int state_parse(const char *buf, size_t len, struct state_rec *ret)
 		pos += n + 1;
 	}
 	/* index, identifier, size, block-size are required; the identifier must be ours; saved
-	 * queue settings come as a pair (saved-nomerges only with it). */
+	 * queue settings come as a pair (saved-nomerges only with it), the server's socket as a
+	 * triple. */
 	if ((seen & 0x183) != 0x183 || dev_identifier_parse(r.identifier, (char[65]){0}, (char[65]){0}) < 0)
 		return -EBADMSG;
 	queue = (seen >> 14) & 3;
 	if ((queue != 0 && queue != 3) || ((seen >> 16 & 1) && queue != 3))
 		return -EBADMSG;
 	r.saved_queue = queue == 3;
+	server = (seen >> 18) & 7;
+	if (server != 0 && server != 7)
+		return -EBADMSG;
+	r.server.known = server == 7;
 	if (!r.owner[0]) /* as state_format writes it */
 		snprintf(r.owner, sizeof(r.owner), "attach");
 	*ret = r;
@@ -152,6 +161,10 @@ int state_format(const struct state_rec *r, char *buf, size_t len, size_t *ret_l
 			      "saved-read-ahead-kb=%" PRIu32 "\nsaved-max-sectors-kb=%" PRIu32
 			      "\nsaved-nomerges=%" PRIu32 "\n",
 			      r->saved_read_ahead_kb, r->saved_max_sectors_kb, r->saved_nomerges);
+	if (n >= 0 && (size_t)n < len && r->server.known)
+		n += snprintf(buf + n, len - (size_t)n,
+			      "socket-dev=%" PRIu64 "\nsocket-ino=%" PRIu64 "\nserver-uid=%" PRIu32 "\n",
+			      r->server.dev, r->server.ino, r->server.uid);
 	if (n < 0 || (size_t)n >= len || (size_t)n > STATE_FILE_MAX)
 		return -ENOBUFS;
 	*ret_len = (size_t)n;

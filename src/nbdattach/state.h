@@ -19,6 +19,13 @@
 #define BITMAP_NAME_MAX 1006
 #define BITMAP_PREFIX "qemu:dirty-bitmap:"
 
+/* The server's unix socket as attach found it (pin.h); KNOWN only for nbd+unix:// URIs. */
+struct server_pin {
+	bool known;
+	uint64_t dev, ino;        /* the socket file's inode */
+	uint32_t uid;             /* who listens on it (SO_PEERCRED) */
+};
+
 struct state_rec {
 	uint32_t index;
 	char identifier[192];
@@ -42,6 +49,7 @@ struct state_rec {
 	 * next user, nbdattach or not. */
 	bool saved_queue;
 	uint32_t saved_read_ahead_kb, saved_max_sectors_kb, saved_nomerges;
+	struct server_pin server;
 };
 
 /* Parses one file's bytes (need not be NUL-terminated). -EBADMSG on anything unexpected. */

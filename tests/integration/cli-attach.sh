@@ -67,7 +67,11 @@ usage_err "run relative socket" "socket= path must be absolute" run --volume 'na
 usage_err "discard relative socket" "socket= path must be absolute" discard 'nbd+unix:///?socket=s' 0 65536
 # As libnbd reads the query: keys percent-decoded, pairs split on ';' too, the last one wins.
 usage_err "relative socket behind an encoded key" "socket= path must be absolute" map 'nbd+unix:///?sock%65t=rel' --bitmap b
-usage_err "relative socket after ';'" "socket= path must be absolute" map 'nbd+unix:///?socket=/abs;socket=rel' --bitmap b
+usage_err "relative socket after ';'" "socket= path must be absolute" map 'nbd+unix:///?tls=off;socket=rel' --bitmap b
+# libnbd takes the last of several; which one a reader of the URI sees is not worth guessing.
+usage_err "two sockets (';')" "more than one socket= parameter" map 'nbd+unix:///?socket=/abs;socket=rel' --bitmap b
+usage_err "two sockets (one encoded)" "more than one socket= parameter" attach 'nbd+unix:///?socket=/a&%73ocket=/a'
+usage_err "overlong socket path" "socket= path is too long" map "nbd+unix:///?socket=/$(printf 'x%.0s' $(seq 5000))" --bitmap b
 usage_err "encoded relative socket" "socket= path must be absolute" map 'nbd+unix:///?socket=%41bc' --bitmap b
 usage_err "empty socket" "socket= path must be absolute" map 'nbd+unix:///?socket=' --bitmap b
 out=$("$NBDATTACH" map 'nbd+unix:///d?socket=%2Fnonexistent%2Fs.sock' --bitmap b 2>&1); rc=$?

@@ -19,6 +19,8 @@
 
 #include "ack.h"
 #include "discard.h"
+#include "handshake.h"
+#include "state.h"
 #include "unit.h"
 
 #define G 65536u
@@ -285,6 +287,40 @@ static int drive(struct nbd_trimmer *t, int64_t limit_ms)
 	return nbd_trimmer_error(t);
 }
 
+/* A device's journaled server (pin.h): its socket's inode and the uid listening on it (ours:
+ * the socket was bound here). Anything else gets no TRIM and counts as the server gone. */
+static void test_pinned(const struct server *s)
+{
+	struct server_pin good = { .known = true, .uid = getuid() }, bad;
+	struct nbd_trimmer *t = NULL;
+	char path[96], why[256] = "";
+	struct stat st;
+
+	snprintf(path, sizeof(path), "%s/sock", s->dir);
+	if (!unit_check(stat(path, &st) == 0, "pinned: the socket is there", "%s", strerror(errno)))
+		return;
+	good.dev = st.st_dev;
+	good.ino = st.st_ino;
+	expect_int("pinned: the same socket and user", 0, nbd_trimmer_open(s->uri, &good, 300, &t, why, sizeof(why)));
+	nbd_trimmer_close(t);
+	t = NULL;
+	bad = good;
+	bad.uid++;
+	expect_int("pinned: another user's server is refused", -ESTALE,
+		   nbd_trimmer_open(s->uri, &bad, 300, &t, why, sizeof(why)));
+	unit_check(strstr(why, "another user's server") != NULL, "pinned: ... and says so", "[%s]", why);
+	bad = good;
+	bad.ino++;
+	expect_int("pinned: another socket is refused", -ESTALE, nbd_trimmer_open(s->uri, &bad, 300, &t, why, sizeof(why)));
+	unit_check(strstr(why, "another socket") != NULL, "pinned: ... and says so", "[%s]", why);
+	unit_check(!hs_server_gone(s->uri, &good, 2000), "probe: the pinned server is there", "gone");
+	unit_check(!hs_server_gone(s->uri, NULL, 2000), "probe: unpinned, the server is there", "gone");
+	unit_check(hs_server_gone(s->uri, &bad, 2000), "probe: another socket on the path is not ours", "there");
+	bad = good;
+	bad.uid++;
+	unit_check(hs_server_gone(s->uri, &bad, 2000), "probe: another user's server is not ours", "there");
+}
+
 static void test_trimmer(void)
 {
 	struct server s = { .pid = 0 };
@@ -301,7 +337,7 @@ static void test_trimmer(void)
 		server_stop(&s);
 		return;
 	}
-	r = nbd_trimmer_open(s.uri, 300, &t, why, sizeof(why));
+	r = nbd_trimmer_open(s.uri, NULL, 300, &t, why, sizeof(why));
 	if (!expect_int("trimmer connects", 0, r)) {
 		unit_comment("%s", why);
 		server_stop(&s);
@@ -319,8 +355,9 @@ static void test_trimmer(void)
 		   "%d", r);
 	nbd_trimmer_close(t);
 
-	expect_int("trimmer connects again", 0, nbd_trimmer_open(s.uri, 300, &t, why, sizeof(why)));
-	expect_int("a second trimmer connects", 0, nbd_trimmer_open(s.uri, 300, &t2, why, sizeof(why)));
+	test_pinned(&s);
+	expect_int("trimmer connects again", 0, nbd_trimmer_open(s.uri, NULL, 300, &t, why, sizeof(why)));
+	expect_int("a second trimmer connects", 0, nbd_trimmer_open(s.uri, NULL, 300, &t2, why, sizeof(why)));
 	kill(s.pid, SIGSTOP); /* the server stops answering */
 	waitpid(s.pid, &st, WUNTRACED);
 	t0 = ms();

@@ -1,0 +1,39 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/* The server's unix socket, pinned. attach records the socket's inode and the uid listening on
+ * it; every later connection to the journaled URI (the monitor's and cleanup's probes, discard
+ * DEVICE, a run's discards and map) opens the socket= path once, checks that inode, and
+ * connects through /proc/self/fd/N to exactly what it checked. Whoever can rename files in the
+ * socket's directory can therefore no longer point root's TRIMs at another server's socket, and
+ * a server restarted on the same path is seen as gone rather than as the device's own. */
+#ifndef NBDATTACH_PIN_H
+#define NBDATTACH_PIN_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "state.h"
+
+struct nbd_handle;
+
+/* A URI to hand libnbd: the caller's, or for nbd+unix:// its socket= rewritten to the pinned
+ * descriptor. */
+struct pinned_uri {
+	int fd;                        /* O_PATH descriptor of the socket, -1 when not unix */
+	char uri[STATE_URI_MAX + 32];
+	struct server_pin pin;         /* the inode seen (uid unknown until pin_peer) */
+};
+
+/* The decoded socket= path of URI's query, read as libnbd reads it (pairs split on '&' or ';',
+ * keys and values percent-decoded): -ENOENT when there is none, -EINVAL when there are several,
+ * -ENAMETOOLONG when it does not fit in CAP bytes. */
+int uri_socket_path(const char *uri, char *buf, size_t cap);
+/* Opens URI's socket for connecting. With EXPECT (a journaled pin): -ESTALE when the path now
+ * names another inode, or is no socket. A URI that is not nbd+unix:// is copied unpinned. */
+int pin_open(const char *uri, const struct server_pin *expect, struct pinned_uri *ret);
+void pin_close(struct pinned_uri *p);
+/* The uid listening on H's connection, into PIN; -ESTALE when EXPECT knows another. */
+int pin_peer(struct nbd_handle *h, const struct server_pin *expect, struct server_pin *pin);
+/* URI with its socket= value replaced by /proc/self/fd/FD (a child's descriptor). */
+int pin_uri_for_fd(const char *uri, int fd, char *buf, size_t cap);
+
+#endif

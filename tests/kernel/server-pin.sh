@@ -1,0 +1,65 @@
+#!/bin/bash
+# The server a device was attached to is pinned: the journal records its socket's inode and the
+# uid listening on it, and every later connection to the journaled URI checks both.
+# - discard DEVICE through a socket path swapped for a symlink to another server's socket is
+#   refused, and that server's image keeps its bytes; with the path restored, the same discard
+#   reaches the device's own server (its range reads zeros: the positive control);
+# - cleanup detaches a --no-monitor device whose server was restarted on the same path: its
+#   connection died with the old server, and the new one answering there is not its server.
+# (Another uid listening on the same inode needs an inode number reused: tests/unit/discard.c.)
+. "$(dirname "$0")/../lib.sh"
+in_vm || { skip "server-pin" "runs only inside the test VM"; exit 0; }
+
+tmp=$(mktmpdir)
+start_server() { # NAME: a writable export whose TRIMs punch holes in NAME.raw
+	[ -e "$tmp/$1.raw" ] || head -c $((16 << 20)) /dev/urandom > "$tmp/$1.raw"
+	qemu-nbd --fork --persistent --shared=8 --format=raw --discard=unmap --pid-file="$tmp/$1.pid" \
+		--socket="$tmp/$1.sock" --export-name=disk "$tmp/$1.raw" || fail "qemu-nbd $1 starts"
+	defer "kill \$(cat '$tmp/$1.pid') 2>/dev/null"
+}
+state_files() { find /run/nbdattach -type f 2>/dev/null | sort | tr '\n' ' '; }
+zeros() { cmp -s -n $((1 << 20)) "$1" /dev/zero; } # FILE: its first MiB reads zeros
+
+start_server a
+start_server b
+dev=$("$NBDATTACH" attach --tag pin --name a "nbd+unix:///disk?socket=$tmp/a.sock")
+expect_eq "attach" 0 "$?"
+n=${dev#/dev/}
+j=/run/nbdattach/devices/$n
+expect_eq "journal: the socket's inode" "$(stat -c %i "$tmp/a.sock")" "$(sed -n 's/^socket-ino=//p' "$j")"
+expect_eq "journal: the socket's filesystem" "$(stat -c %d "$tmp/a.sock")" "$(sed -n 's/^socket-dev=//p' "$j")"
+expect_eq "journal: the uid qemu-nbd listens as" 0 "$(sed -n 's/^server-uid=//p' "$j")"
+
+# Whoever can rename in the socket's directory points the path at another server's socket.
+b_sum=$(sha256sum < "$tmp/b.raw")
+mv "$tmp/a.sock" "$tmp/a.moved"
+ln -s "$tmp/b.sock" "$tmp/a.sock"
+out=$("$NBDATTACH" discard "$dev" 0 $((1 << 20)) 2>&1); rc=$?
+expect_eq "discard through the swapped path fails" 1 "$rc"
+check "... saying the path leads to another socket ($out)" grep -q "another socket than the one it was attached to" <<< "$out"
+expect_eq "the other server's image keeps its bytes" "$b_sum" "$(sha256sum < "$tmp/b.raw")"
+check "the device still reads from its own server" cmp -s -n 65536 "$dev" "$tmp/a.raw"
+rm "$tmp/a.sock"
+mv "$tmp/a.moved" "$tmp/a.sock"
+check_fails "positive control: a.raw's first MiB is data" zeros "$tmp/a.raw"
+out=$("$NBDATTACH" discard "$dev" 0 $((1 << 20)) 2>&1); rc=$?
+expect_eq "discard with the path restored" "0:discarded 1048576 bytes in 1 requests; 0 bytes not in whole 65536-byte granules left" "$rc:$out"
+check "... reached the device's own server: a.raw's first MiB reads zeros" zeros "$tmp/a.raw"
+"$NBDATTACH" detach "$dev"
+expect_eq "detach" 0 "$?"
+
+# A server restarted on the same path: a new socket inode, and the device's connection is dead.
+start_server c
+dev=$("$NBDATTACH" attach --no-monitor --tag pin --name c "nbd+unix:///disk?socket=$tmp/c.sock")
+check "attach --no-monitor" test -b "$dev"
+kill -KILL "$(cat "$tmp/c.pid")"
+for i in $(seq 50); do [ -e "/proc/$(cat "$tmp/c.pid")" ] || break; sleep 0.1; done
+rm -f "$tmp/c.sock"
+start_server c
+check "a new server answers on the path" nbdinfo --size "nbd+unix:///disk?socket=$tmp/c.sock"
+out=$("$NBDATTACH" cleanup 2>&1); rc=$?
+expect_eq "cleanup: the restarted server is not the device's" "0:$dev: detached (its server is gone)" "$rc:$out"
+check_fails "and the device is no longer connected" test -e "/sys/block/${dev#/dev/}/pid"
+udevadm settle
+expect_eq "state directory empty" "" "$(state_files)"
+expect_eq "no device of ours left" 0 "$(listed)"
