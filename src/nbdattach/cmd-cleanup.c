@@ -136,6 +136,8 @@ static int reap_claims(const struct cleanup_opts *o, const uint32_t *devs, size_
  * server still answers. */
 static int check_ours(const struct cleanup_opts *o, const struct dev_info *i)
 {
+	bool replaced;
+
 	if (!i->have_state) {
 		if (claimed_by_live_helper(i->backend))
 			return 0;
@@ -147,8 +149,12 @@ static int check_ours(const struct cleanup_opts *o, const struct dev_info *i)
 	if (strcmp(i->st.owner, "attach") && !helper_alive((pid_t)i->st.pid, i->st.start, i->st.time))
 		return report_teardown(o, i->index, i->backend, 0,
 				       !strcmp(i->st.owner, "run") ? "its run was killed" : "its attach was killed");
-	if (hs_server_gone(i->st.uri, &i->st.server, o->probe_timeout_ms))
+	if (hs_server_gone(i->st.uri, &i->st.server, o->probe_timeout_ms, &replaced))
 		return report_teardown(o, i->index, i->backend, 0, "its server is gone");
+	if (replaced)
+		log_error("warning: '/dev/nbd%" PRIu32 "' kept: its socket path now leads to another socket "
+			  "or server than it was attached to, so whether its own server is gone cannot be told",
+			  i->index);
 	return 0;
 }
 

@@ -59,7 +59,7 @@ static bool server_gone(const struct monitor *m)
 {
 	struct dev_info i;
 
-	return dev_info_get(m->index, &i) == 0 && i.have_state && hs_server_gone(i.st.uri, &i.st.server, 5000);
+	return dev_info_get(m->index, &i) == 0 && i.have_state && hs_server_gone(i.st.uri, &i.st.server, 5000, NULL);
 }
 
 static int watch(struct monitor *m, struct nbd_nl_events *ev, struct udev_wait *uw)

@@ -387,7 +387,7 @@ static void read_link_events(struct run *run)
 	for (unsigned i = 0; i < run->o.n; i++) {
 		struct volume *v = &run->o.vol[i];
 
-		if (v->attached && !v->dead && hs_server_gone(v->uri, &v->st.server, 5000))
+		if (v->attached && !v->dead && hs_server_gone(v->uri, &v->st.server, 5000, NULL))
 			on_link_dead(run, v->st.index);
 	}
 }

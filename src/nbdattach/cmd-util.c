@@ -68,6 +68,8 @@ static const char *socket_unusable(const char *uri)
 
 	if (r == -EINVAL)
 		return "the URI has more than one socket= parameter";
+	if (r == -EILSEQ)
+		return "the URI's query mixes '&' with ';' or holds %00: libnbd could read another socket= in it";
 	if (r == -ENAMETOOLONG)
 		return "the socket= path is too long";
 	if (r == 0 && path[0] != '/')

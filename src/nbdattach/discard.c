@@ -240,20 +240,21 @@ static int connect_pinned(struct nbd_handle *h, const char *uri, const struct se
 	int r = pin_open(uri, pin, &p);
 
 	if (r == -ESTALE) {
-		snprintf(why, why_len, "its socket path now leads to another socket than the one it was attached to");
+		snprintf(why, why_len, "its socket path now leads to another socket than it was attached to");
 		return r;
 	}
 	if (r < 0) {
-		snprintf(why, why_len, "cannot connect for discards: %s", strerror(-r));
+		snprintf(why, why_len, "cannot connect for discards: %s",
+			 r == -ENXIO ? "/proc/self/fd does not lead to the socket (is /proc mounted?)" : strerror(-r));
 		return r;
 	}
 	if (nbd_connect_uri(h, p.uri) < 0)
 		return nbd_err(why, why_len, "cannot connect for discards");
-	if (pin && pin->known && pin_peer(h, pin, &seen) < 0) {
-		snprintf(why, why_len, "another user's server answers on its socket");
-		return -ESTALE;
-	}
-	return 0;
+	r = pin && pin->known ? pin_peer(h, pin, &seen) : 0;
+	if (r < 0)
+		snprintf(why, why_len, "%s", r == -ESTALE ? "another user's server answers on its socket"
+							 : "cannot tell who serves its socket (SO_PEERCRED)");
+	return r;
 }
 
 int nbd_trimmer_open(const char *uri, const struct server_pin *pin, int64_t timeout_ms,

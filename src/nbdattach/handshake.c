@@ -52,7 +52,9 @@ static int fail_msg(int err, const char *msg)
 static int fail_pin(int r)
 {
 	snprintf(last_error, sizeof(last_error), "cannot connect: %s",
-		 r == -ENOTSOCK ? "socket= does not name a socket" : strerror(-r));
+		 r == -ENOTSOCK ? "socket= does not name a socket"
+		 : r == -ENXIO  ? "/proc/self/fd does not lead to the socket (is /proc mounted?)"
+				: strerror(-r));
 	return r;
 }
 
@@ -318,30 +320,35 @@ void hs_result_close(struct hs_result *res)
 	res->n_fds = 0;
 }
 
-/* A failure to open the socket says the server is gone, unless we lack the resources to tell. */
+/* Whether a failure to open the socket says the server is gone: nothing (or no socket) at the
+ * path. Anything else (no /proc, no memory, a URI an older version journaled) cannot tell. */
 static bool open_says_gone(int r)
 {
-	return r != -ENOMEM && r != -EMFILE && r != -ENFILE;
+	return r == -ENOENT || r == -ENOTDIR || r == -ENOTSOCK;
 }
 
-bool hs_server_gone(const char *uri, const struct server_pin *pin, int timeout_ms)
+bool hs_server_gone(const char *uri, const struct server_pin *pin, int timeout_ms, bool *ret_replaced)
 {
 	_cleanup_(nbd_closep) struct nbd_handle *h = NULL;
-	int64_t deadline = now_ms() + timeout_ms;
 	_cleanup_(pin_close) struct pinned_uri p = { .fd = -1 };
+	int64_t deadline = now_ms() + timeout_ms;
 	struct server_pin seen;
-	bool gone;
 	int r;
 
-	/* Another inode on the path (a restarted server, a replaced socket) is not the server the
-	 * device's connections went to. */
+	if (ret_replaced)
+		*ret_replaced = false;
+	/* Another socket on the path (re-created, renamed over) or another user's server: whether
+	 * the device's own server still runs cannot be told from here, so it is not gone. */
 	r = pin_open(uri, pin, &p);
+	if (r == -ESTALE && ret_replaced)
+		*ret_replaced = true;
 	if (r < 0)
 		return open_says_gone(r);
 	if (open_handle(p.uri, false, &h) < 0)
 		return false; /* cannot tell */
-	gone = nbd_aio_connect_uri(h, p.uri) < 0;
-	while (!gone && !nbd_aio_is_ready(h)) {
+	if (nbd_aio_connect_uri(h, p.uri) < 0)
+		return true;
+	while (!nbd_aio_is_ready(h)) {
 		int64_t left = deadline - now_ms();
 
 		if (nbd_aio_is_dead(h) || nbd_aio_is_closed(h))
@@ -351,9 +358,8 @@ bool hs_server_gone(const char *uri, const struct server_pin *pin, int timeout_m
 		if (nbd_poll(h, (int)left) < 0)
 			return true;
 	}
-	if (!gone && pin && pin->known)
-		gone = pin_peer(h, pin, &seen) == -ESTALE;
-	if (!gone)
-		nbd_shutdown(h, 0);
-	return gone;
+	if (pin && pin->known && pin_peer(h, pin, &seen) == -ESTALE && ret_replaced)
+		*ret_replaced = true;
+	nbd_shutdown(h, 0);
+	return false;
 }

@@ -36,8 +36,9 @@ const char *hs_last_error(void);
 int hs_negotiate(const struct hs_request *req, struct hs_result *ret);
 void hs_result_close(struct hs_result *res);
 /* True when a fresh connection to URI fails within TIMEOUT_MS (refused, no socket, export
- * gone) or, with PIN (journaled), reaches another socket or another user's server; a server
- * that is merely slow to answer is not gone. */
-bool hs_server_gone(const char *uri, const struct server_pin *pin, int timeout_ms);
+ * gone); a server that is merely slow to answer is not gone. With PIN (journaled), a path that
+ * now leads to another socket or another user's server is not the device's server either way:
+ * not gone, and *RET_REPLACED (may be NULL) says so. */
+bool hs_server_gone(const char *uri, const struct server_pin *pin, int timeout_ms, bool *ret_replaced);
 
 #endif

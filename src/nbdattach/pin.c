@@ -6,6 +6,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include "cleanup.h"
@@ -36,24 +37,51 @@ static bool decode(const char *p, const char *end, char *dst, size_t cap)
 	return true;
 }
 
-/* The socket= values of URI's query: how many, and where the last one's encoded text lies. */
-static unsigned find_socket(const char *uri, const char **ret_begin, const char **ret_end)
+/* URI's query as libxml2 delimits it: after the first '?' that comes before any '#', up to the
+ * next '#'. */
+static const char *query_of(const char *uri, const char **ret_end)
 {
-	const char *q = strchr(uri, '?');
-	unsigned count = 0;
+	size_t n = strcspn(uri, "?#");
 
-	for (q = q ? q + 1 : NULL; q && *q && *q != '#';) {
+	if (uri[n] != '?')
+		return NULL;
+	*ret_end = uri + n + 1 + strcspn(uri + n + 1, "#");
+	return uri + n + 1;
+}
+
+/* libnbd splits on '&' while one remains, else on ';', and compares decoded keys up to a NUL:
+ * a query that mixes the two, or holds an encoded NUL, could name a socket= we do not see. */
+static bool query_ambiguous(const char *q, const char *end)
+{
+	if (memchr(q, '&', end - q) && memchr(q, ';', end - q))
+		return true;
+	for (const char *p = q; p + 2 < end; p++)
+		if (p[0] == '%' && p[1] == '0' && p[2] == '0')
+			return true;
+	return false;
+}
+
+/* The socket= values of URI's query (a bare "socket" is one, empty): how many, and where the
+ * last one's encoded text lies; -EILSEQ when the query is ambiguous. */
+static int find_socket(const char *uri, const char **ret_begin, const char **ret_end)
+{
+	const char *end = NULL, *q = query_of(uri, &end);
+	int count = 0;
+
+	if (q && query_ambiguous(q, end))
+		return -EILSEQ;
+	while (q && q < end) {
 		size_t n = strcspn(q, "&;#");
-		const char *eq = memchr(q, '=', n);
+		const char *eq = memchr(q, '=', n), *kend = eq ? eq : q + n;
 		char key[8];
 
-		if (eq && decode(q, eq, key, sizeof(key)) && !strcmp(key, "socket")) {
-			*ret_begin = eq + 1;
+		if (decode(q, kend, key, sizeof(key)) && !strcmp(key, "socket")) {
+			*ret_begin = eq ? eq + 1 : q + n;
 			*ret_end = q + n;
 			count++;
 		}
 		q += n;
-		if (*q == '&' || *q == ';')
+		if (q < end)
 			q++;
 	}
 	return count;
@@ -62,8 +90,10 @@ static unsigned find_socket(const char *uri, const char **ret_begin, const char 
 int uri_socket_path(const char *uri, char *buf, size_t cap)
 {
 	const char *b = NULL, *e = NULL;
-	unsigned n = find_socket(uri, &b, &e);
+	int n = find_socket(uri, &b, &e);
 
+	if (n < 0)
+		return n;
 	if (n == 0)
 		return -ENOENT;
 	if (n > 1)
@@ -71,15 +101,22 @@ int uri_socket_path(const char *uri, char *buf, size_t cap)
 	return decode(b, e, buf, cap) ? 0 : -ENAMETOOLONG;
 }
 
+/* URI with its one socket= value replaced by /proc/self/fd/FD, checked by reading it back. */
 static int rewrite(const char *uri, int fd, char *buf, size_t cap)
 {
 	const char *b = NULL, *e = NULL;
+	char want[32], got[32];
 	int n;
 
 	if (find_socket(uri, &b, &e) != 1)
 		return -EINVAL;
 	n = snprintf(buf, cap, "%.*s/proc/self/fd/%d%s", (int)(b - uri), uri, fd, e);
-	return n < 0 || (size_t)n >= cap ? -ENAMETOOLONG : 0;
+	if (n < 0 || (size_t)n >= cap)
+		return -ENAMETOOLONG;
+	snprintf(want, sizeof(want), "/proc/self/fd/%d", fd);
+	if (uri_socket_path(buf, got, sizeof(got)) < 0 || strcmp(got, want))
+		return -EINVAL;
+	return 0;
 }
 
 int pin_uri_for_fd(const char *uri, int fd, char *buf, size_t cap)
@@ -87,16 +124,33 @@ int pin_uri_for_fd(const char *uri, int fd, char *buf, size_t cap)
 	return rewrite(uri, fd, buf, cap);
 }
 
-static bool same_inode(const struct stat *st, const struct server_pin *expect)
+/* The socket's identity: its inode, and its birth time where the filesystem keeps one (ext4
+ * hands a freed inode number to the next file at once; the birth time tells them apart). */
+static int identify(int dirfd, const char *path, int flags, struct server_pin *ret)
 {
-	return !expect || !expect->known || (st->st_dev == expect->dev && st->st_ino == expect->ino);
+	struct statx stx;
+
+	if (statx(dirfd, path, flags, STATX_TYPE | STATX_INO | STATX_BTIME, &stx) < 0)
+		return -errno;
+	if (!S_ISSOCK(stx.stx_mode))
+		return -ENOTSOCK;
+	*ret = (struct server_pin){ .known = true, .dev = makedev(stx.stx_dev_major, stx.stx_dev_minor),
+				    .ino = stx.stx_ino };
+	if ((stx.stx_mask & STATX_BTIME) && stx.stx_btime.tv_sec > 0)
+		ret->btime = (uint64_t)stx.stx_btime.tv_sec * 1000000000u + stx.stx_btime.tv_nsec;
+	return 0;
+}
+
+static bool same_socket(const struct server_pin *a, const struct server_pin *b)
+{
+	return a->dev == b->dev && a->ino == b->ino && (!a->btime || !b->btime || a->btime == b->btime);
 }
 
 int pin_open(const char *uri, const struct server_pin *expect, struct pinned_uri *ret)
 {
 	_cleanup_close_ int fd = -1;
-	char path[4096];
-	struct stat st;
+	struct server_pin seen, via;
+	char path[4096], proc[32];
 	int r;
 
 	ret->fd = -1;
@@ -110,17 +164,24 @@ int pin_open(const char *uri, const struct server_pin *expect, struct pinned_uri
 		return r;
 	/* The last component may be a symlink: what counts is the inode it leads to now. */
 	fd = open(path, O_PATH | O_CLOEXEC);
-	if (fd < 0 || fstat(fd, &st) < 0)
+	if (fd < 0)
 		return -errno;
-	if (!S_ISSOCK(st.st_mode))
-		return expect && expect->known ? -ESTALE : -ENOTSOCK;
-	if (!same_inode(&st, expect))
+	r = identify(fd, "", AT_EMPTY_PATH, &seen);
+	if (r == -ENOTSOCK && expect && expect->known)
 		return -ESTALE;
+	if (r < 0)
+		return r;
+	if (expect && expect->known && !same_socket(&seen, expect))
+		return -ESTALE;
+	/* libnbd connects by path: through /proc, to exactly this inode, or not at all. */
+	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
+	if (identify(AT_FDCWD, proc, 0, &via) < 0 || !same_socket(&via, &seen))
+		return -ENXIO;
 	r = rewrite(uri, fd, ret->uri, sizeof(ret->uri));
 	if (r < 0)
 		return r;
 	ret->fd = TAKE_FD(fd);
-	ret->pin = (struct server_pin){ .known = true, .dev = st.st_dev, .ino = st.st_ino };
+	ret->pin = seen;
 	return 0;
 }
 

@@ -25,13 +25,18 @@ struct pinned_uri {
 
 /* The decoded socket= path of URI's query, read as libnbd reads it (pairs split on '&' or ';',
  * keys and values percent-decoded): -ENOENT when there is none, -EINVAL when there are several,
+ * -EILSEQ when libnbd could read the query otherwise ('&' mixed with ';', an encoded NUL),
  * -ENAMETOOLONG when it does not fit in CAP bytes. */
 int uri_socket_path(const char *uri, char *buf, size_t cap);
 /* Opens URI's socket for connecting. With EXPECT (a journaled pin): -ESTALE when the path now
- * names another inode, or is no socket. A URI that is not nbd+unix:// is copied unpinned. */
+ * leads to another socket (inode, or birth time where kept), or to no socket. -ENXIO when
+ * /proc/self/fd does not lead to it (no /proc): then nobody can tell. A URI that is not
+ * nbd+unix:// is copied unpinned. */
 int pin_open(const char *uri, const struct server_pin *expect, struct pinned_uri *ret);
 void pin_close(struct pinned_uri *p);
-/* The uid listening on H's connection, into PIN; -ESTALE when EXPECT knows another. */
+/* The uid that created the listening socket of H's connection (SO_PEERCRED: for a
+ * socket-activated server, its activator's), into PIN; -ESTALE when EXPECT knows another,
+ * -EPROTO when the kernel does not say. */
 int pin_peer(struct nbd_handle *h, const struct server_pin *expect, struct server_pin *pin);
 /* URI with its socket= value replaced by /proc/self/fd/FD (a child's descriptor). */
 int pin_uri_for_fd(const char *uri, int fd, char *buf, size_t cap);

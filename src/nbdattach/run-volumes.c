@@ -154,8 +154,9 @@ static int pin_volume(struct volume *v, struct pinned_uri *ret)
 
 	if (r < 0)
 		log_error("cannot map volume '%s': %s", v->name,
-			  r == -ESTALE ? "its socket path now leads to another socket than the one it was attached to"
-				       : strerror(-r));
+			  r == -ESTALE ? "its socket path now leads to another socket than it was attached to"
+			  : r == -ENXIO ? "/proc/self/fd does not lead to its socket (is /proc mounted?)"
+					: strerror(-r));
 	return r;
 }
 

@@ -52,7 +52,7 @@ static int parse_line(char *line, struct state_rec *r, unsigned *seen)
 	static const char *const keys[] = { "index", "identifier", "tag", "name", "uri", "export",
 		"bitmap", "size", "block-size", "connections", "read-only", "pid", "time", "owner",
 		"saved-read-ahead-kb", "saved-max-sectors-kb", "saved-nomerges", "start", "socket-dev",
-		"socket-ino", "server-uid" };
+		"socket-ino", "server-uid", "socket-btime" };
 	char *v = strchr(line, '=');
 	uint64_t x = 0;
 	unsigned k;
@@ -92,6 +92,7 @@ static int parse_line(char *line, struct state_rec *r, unsigned *seen)
 	case 18: e = set_num(v, UINT64_MAX, &r->server.dev); break;
 	case 19: e = set_num(v, UINT64_MAX, &r->server.ino); break;
 	case 20: e = set_num(v, UINT32_MAX, &x); r->server.uid = (uint32_t)x; break;
+	case 21: e = set_num(v, UINT64_MAX, &r->server.btime); break;
 	}
 	return e;
 }
@@ -121,17 +122,17 @@ int state_parse(const char *buf, size_t len, struct state_rec *ret)
 	}
 	/* index, identifier, size, block-size are required; the identifier must be ours; saved
 	 * queue settings come as a pair (saved-nomerges only with it), the server's socket as a
-	 * triple. */
+	 * triple (its birth time only with it). */
 	if ((seen & 0x183) != 0x183 || dev_identifier_parse(r.identifier, (char[65]){0}, (char[65]){0}) < 0)
 		return -EBADMSG;
 	queue = (seen >> 14) & 3;
 	if ((queue != 0 && queue != 3) || ((seen >> 16 & 1) && queue != 3))
 		return -EBADMSG;
 	r.saved_queue = queue == 3;
-	server = (seen >> 18) & 7;
-	if (server != 0 && server != 7)
+	server = (seen >> 18) & 15; /* socket-btime only with the triple */
+	if (server != 0 && server != 7 && server != 15)
 		return -EBADMSG;
-	r.server.known = server == 7;
+	r.server.known = server != 0;
 	if (!r.owner[0]) /* as state_format writes it */
 		snprintf(r.owner, sizeof(r.owner), "attach");
 	*ret = r;
@@ -165,6 +166,8 @@ int state_format(const struct state_rec *r, char *buf, size_t len, size_t *ret_l
 		n += snprintf(buf + n, len - (size_t)n,
 			      "socket-dev=%" PRIu64 "\nsocket-ino=%" PRIu64 "\nserver-uid=%" PRIu32 "\n",
 			      r->server.dev, r->server.ino, r->server.uid);
+	if (n >= 0 && (size_t)n < len && r->server.known && r->server.btime)
+		n += snprintf(buf + n, len - (size_t)n, "socket-btime=%" PRIu64 "\n", r->server.btime);
 	if (n < 0 || (size_t)n >= len || (size_t)n > STATE_FILE_MAX)
 		return -ENOBUFS;
 	*ret_len = (size_t)n;

@@ -23,6 +23,7 @@
 struct server_pin {
 	bool known;
 	uint64_t dev, ino;        /* the socket file's inode */
+	uint64_t btime;           /* its birth time in ns, 0 where the filesystem keeps none */
 	uint32_t uid;             /* who listens on it (SO_PEERCRED) */
 };
 

@@ -71,6 +71,8 @@ usage_err "relative socket after ';'" "socket= path must be absolute" map 'nbd+u
 # libnbd takes the last of several; which one a reader of the URI sees is not worth guessing.
 usage_err "two sockets (';')" "more than one socket= parameter" map 'nbd+unix:///?socket=/abs;socket=rel' --bitmap b
 usage_err "two sockets (one encoded)" "more than one socket= parameter" attach 'nbd+unix:///?socket=/a&%73ocket=/a'
+usage_err "'&' mixed with ';'" "mixes '&' with ';' or holds %00" discard 'nbd+unix:///?socket=/x;y=1&z=2' 0 65536
+usage_err "an encoded NUL in a key" "mixes '&' with ';' or holds %00" attach 'nbd+unix:///?socket=/a&socket%00x=rel'
 usage_err "overlong socket path" "socket= path is too long" map "nbd+unix:///?socket=/$(printf 'x%.0s' $(seq 5000))" --bitmap b
 usage_err "encoded relative socket" "socket= path must be absolute" map 'nbd+unix:///?socket=%41bc' --bitmap b
 usage_err "empty socket" "socket= path must be absolute" map 'nbd+unix:///?socket=' --bitmap b

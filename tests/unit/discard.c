@@ -287,6 +287,14 @@ static int drive(struct nbd_trimmer *t, int64_t limit_ms)
 	return nbd_trimmer_error(t);
 }
 
+static void expect_probe(const char *desc, const char *uri, const struct server_pin *pin, bool want_replaced)
+{
+	bool replaced = !want_replaced;
+	bool gone = hs_server_gone(uri, pin, 2000, &replaced);
+
+	unit_check(!gone && replaced == want_replaced, desc, "gone %d replaced %d", gone, replaced);
+}
+
 /* A device's journaled server (pin.h): its socket's inode and the uid listening on it (ours:
  * the socket was bound here). Anything else gets no TRIM and counts as the server gone. */
 static void test_pinned(const struct server *s)
@@ -313,12 +321,16 @@ static void test_pinned(const struct server *s)
 	bad.ino++;
 	expect_int("pinned: another socket is refused", -ESTALE, nbd_trimmer_open(s->uri, &bad, 300, &t, why, sizeof(why)));
 	unit_check(strstr(why, "another socket") != NULL, "pinned: ... and says so", "[%s]", why);
-	unit_check(!hs_server_gone(s->uri, &good, 2000), "probe: the pinned server is there", "gone");
-	unit_check(!hs_server_gone(s->uri, NULL, 2000), "probe: unpinned, the server is there", "gone");
-	unit_check(hs_server_gone(s->uri, &bad, 2000), "probe: another socket on the path is not ours", "there");
+	expect_probe("probe: the pinned server is there", s->uri, &good, false);
+	expect_probe("probe: unpinned, the server is there", s->uri, NULL, false);
+	expect_probe("probe: another socket on the path is not gone but replaced", s->uri, &bad, true);
 	bad = good;
 	bad.uid++;
-	unit_check(hs_server_gone(s->uri, &bad, 2000), "probe: another user's server is not ours", "there");
+	expect_probe("probe: another user's server is not gone but replaced", s->uri, &bad, true);
+	bad = good;
+	bad.btime = good.btime + 1;
+	good.btime = 0; /* unknown: not compared */
+	expect_probe("probe: a birth time where none was kept is not compared", s->uri, &good, false);
 }
 
 static void test_trimmer(void)

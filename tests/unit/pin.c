@@ -2,10 +2,13 @@
 /* The socket= path as libnbd reads it, and the URI rewritten to a pinned descriptor. */
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <stdlib.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "../../src/nbdattach/pin.h"
@@ -40,11 +43,39 @@ static void test_paths(void)
 	expect_path("a key that merely starts so", "nbd+unix:///?sockets=/a", -ENOENT, NULL);
 	expect_path("two of them", "nbd+unix:///?socket=/a&socket=/a", -EINVAL, NULL);
 	expect_path("two, one encoded", "nbd+unix:///?socket=/a;%73ocket=/b", -EINVAL, NULL);
+	expect_path("a bare key counts (libnbd: empty value)", "nbd+unix:///?socket=/a&socket", -EINVAL, NULL);
+	expect_path("a bare key alone is an empty path", "nbd+unix:///?socket", 0, "");
+	/* libnbd compares decoded keys up to a NUL: socket%00x is its socket= */
+	expect_path("an encoded NUL is refused", "nbd+unix:///?socket=/a&socket%00x=/b", -EILSEQ, NULL);
+	/* libnbd splits on '&' while one remains: in /x;y=1&z=2 its socket is "/x;y=1" */
+	expect_path("'&' mixed with ';' is refused", "nbd+unix:///?socket=/x;y=1&z=2", -EILSEQ, NULL);
+	expect_path("a '?' inside the fragment starts no query", "nbd+unix:///d#f?socket=/a", -ENOENT, NULL);
 	snprintf(longv, sizeof(longv), "nbd+unix:///?socket=/%0100d", 0);
 	expect_path("longer than the buffer", longv, -ENAMETOOLONG, NULL);
 	expect_rewrite("value replaced, the rest kept", "nbd+unix:///d?a=1&socket=/x%20y&b=2",
 		       "nbd+unix:///d?a=1&socket=/proc/self/fd/4&b=2");
 	expect_rewrite("value at the end", "nbd+unix:///?socket=/x", "nbd+unix:///?socket=/proc/self/fd/4");
+}
+
+/* Without /proc, libnbd could not connect through the descriptor: -ENXIO, never another path. */
+static void test_no_proc(const char *uri)
+{
+	pid_t pid = fork();
+	int st = 0;
+
+	if (pid == 0) {
+		struct pinned_uri p = { .fd = -1 };
+
+		if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
+		    mount("none", "/proc", "tmpfs", 0, NULL) < 0)
+			_exit(77);
+		_exit(pin_open(uri, NULL, &p) == -ENXIO ? 0 : 1);
+	}
+	waitpid(pid, &st, 0);
+	if (WIFEXITED(st) && WEXITSTATUS(st) == 77)
+		unit_skip("no /proc: -ENXIO", "cannot mount over /proc in a private mount namespace here");
+	else
+		unit_check(WIFEXITED(st) && WEXITSTATUS(st) == 0, "no /proc: -ENXIO", "status %d", st);
 }
 
 /* pin_open against a real listening socket, a symlink to it, and a regular file. */
@@ -86,6 +117,14 @@ static void test_open(void)
 	snprintf(furi, sizeof(furi), "nbd+unix:///e?socket=%s", path);
 	expect_int("not a socket: -ENOTSOCK", -ENOTSOCK, pin_open(furi, NULL, &q));
 	expect_int("not a socket where one was pinned: -ESTALE", -ESTALE, pin_open(furi, &p.pin, &q));
+	other = p.pin;
+	if (other.btime) {
+		other.btime++;
+		expect_int("another birth time (a reused inode number): -ESTALE", -ESTALE, pin_open(uri, &other, &q));
+	} else {
+		unit_skip("another birth time: -ESTALE", "the filesystem keeps no birth time");
+	}
+	test_no_proc(uri);
 	expect_int("TCP: copied, unpinned", 0, pin_open("nbd://localhost/e", NULL, &q));
 	unit_check(q.fd < 0 && !q.pin.known && !strcmp(q.uri, "nbd://localhost/e"), "TCP unpinned", "[%s]", q.uri);
 	pin_close(&p);
