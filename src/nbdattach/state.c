@@ -46,7 +46,16 @@ static int set_num(const char *v, uint64_t max, uint64_t *ret)
 	return parse_decimal(v, max, ret) < 0 ? -EBADMSG : 0;
 }
 
-/* One "key=value" line. SEEN guards against duplicate keys. */
+/* What a key of any version looks like: a lower-case letter, then letters, digits and '-'. */
+static bool key_wellformed(const char *k)
+{
+	size_t n = strspn(k, "abcdefghijklmnopqrstuvwxyz0123456789-");
+
+	return k[0] >= 'a' && k[0] <= 'z' && n <= 32 && !k[n];
+}
+
+/* One "key=value" line. An unknown key is a newer nbdattach's and is skipped: a downgraded
+ * cleanup must not take that entry for garbage and detach its device. SEEN guards against duplicate keys. */
 static int parse_line(char *line, struct state_rec *r, unsigned *seen)
 {
 	static const char *const keys[] = { "index", "identifier", "tag", "name", "uri", "export",
@@ -63,7 +72,9 @@ static int parse_line(char *line, struct state_rec *r, unsigned *seen)
 	*v++ = 0;
 	for (k = 0; k < sizeof(keys) / sizeof(keys[0]) && strcmp(line, keys[k]); k++)
 		;
-	if (k == sizeof(keys) / sizeof(keys[0]) || (*seen & (1u << k)))
+	if (k == sizeof(keys) / sizeof(keys[0])) /* a newer version's: not ours to judge */
+		return key_wellformed(line) && text_ok(v, strlen(v)) ? 0 : -EBADMSG;
+	if (*seen & (1u << k))
 		return -EBADMSG;
 	*seen |= 1u << k;
 	switch (k) {

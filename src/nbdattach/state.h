@@ -2,7 +2,8 @@
 /* The state journal: one file per attached device under $NBDATTACH_STATE_DIR (default
  * /run/nbdattach)/devices/nbdN, "key=value" lines, written atomically (temp + rename). The
  * directory is root's, mode 0700; a symlink or a foreign owner is refused. Files are parsed as
- * untrusted input (size cap, known keys only, each value validated). */
+ * untrusted input (size cap, each value validated; a well-formed unknown key, a newer
+ * version's, is skipped). */
 #ifndef NBDATTACH_STATE_H
 #define NBDATTACH_STATE_H
 

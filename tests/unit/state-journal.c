@@ -44,7 +44,13 @@ static void test_parse(void)
 	unit_check(g.index == 3 && !strcmp(g.identifier, ID) && g.size == 1048576 && g.block_size == 4096 &&
 		   !g.tag[0] && !g.uri[0] && g.pid == 0 && !g.read_only && !g.saved_queue,
 		   "minimal record: its fields, the rest empty", "index %" PRIu32 " size %" PRIu64, g.index, g.size);
-	expect_int("unknown key refused", -EBADMSG, parse(GOOD "colour=red\n"));
+	expect_int("a newer version's key is skipped", 0, parse(GOOD "colour=red\n"));
+	expect_int("... also with an empty value", 0, parse(GOOD "colour=\n"));
+	expect_int("a malformed key refused (upper case)", -EBADMSG, parse(GOOD "Colour=red\n"));
+	expect_int("a malformed key refused (space)", -EBADMSG, parse(GOOD "col our=red\n"));
+	expect_int("an empty key refused", -EBADMSG, parse(GOOD "=red\n"));
+	expect_int("an unknown key's control character refused", -EBADMSG, parse(GOOD "colour=r\x01d\n"));
+	expect_int("a line without '=' refused", -EBADMSG, parse(GOOD "colour\n"));
 	expect_int("duplicate key refused", -EBADMSG, parse(GOOD "index=4\n"));
 	expect_int("missing final newline refused", -EBADMSG, parse("index=3"));
 	expect_int("missing identifier refused", -EBADMSG, parse("index=3\nsize=1\nblock-size=512\n"));
