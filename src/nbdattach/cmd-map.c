@@ -22,6 +22,7 @@
 #include "cmd-util.h"
 #include "commands.h"
 #include "log.h"
+#include "pin.h"
 #include "regionmap.h"
 #include "state.h"
 
@@ -471,6 +472,8 @@ int cmd_map(int argc, char **argv)
 {
 	_cleanup_free_ char *context = NULL;
 	struct blockstatus *bs = NULL;
+	char label[STATE_URI_MAX + 4096];
+	const char *connect;
 	struct map_opts o;
 	struct target t;
 	int r;
@@ -478,11 +481,15 @@ int cmd_map(int argc, char **argv)
 	r = parse_args(argc, argv, &o);
 	if (r)
 		return r < 0 ? EXIT_USAGE : command_help(argv[0]);
+	connect = o.uri;
 	if (usage_bad_uri("map", o.uri) < 0)
 		return EXIT_USAGE;
+	/* run's map writer connects through a pinned descriptor; messages name the socket's path */
+	if (pin_uri_label(connect, label, sizeof(label)) == 0)
+		o.uri = label;
 	if (o.bitmap && asprintf(&context, BITMAP_PREFIX "%s", o.bitmap) < 0)
 		return fail_map(&o, strerror(ENOMEM));
-	r = blockstatus_connect(o.uri, context, &bs);
+	r = blockstatus_connect(connect, context, &bs);
 	if (r < 0) {
 		fail_map(&o, blockstatus_error(bs) ? blockstatus_error(bs) : strerror(-r));
 		blockstatus_free(bs);
@@ -502,7 +509,7 @@ int cmd_map(int argc, char **argv)
 	return r < 0 ? EXIT_FAIL : EXIT_OK;
 }
 
-int map_binary(const char *uri, const char *bitmap, uint64_t granularity, int fd,
+int map_binary(const char *uri, const char *connect, const char *bitmap, uint64_t granularity, int fd,
 	       uint64_t *ret_count, uint64_t *ret_total)
 {
 	struct map_opts o = { .uri = uri, .bitmap = bitmap, .format = FMT_BINARY, .output_fd = fd,
@@ -513,7 +520,7 @@ int map_binary(const char *uri, const char *bitmap, uint64_t granularity, int fd
 
 	if (bitmap && asprintf(&context, BITMAP_PREFIX "%s", bitmap) < 0)
 		return -ENOMEM;
-	r = blockstatus_connect(uri, context, &bs);
+	r = blockstatus_connect(connect, context, &bs);
 	if (r < 0)
 		fail_map(&o, blockstatus_error(bs) ? blockstatus_error(bs) : strerror(-r));
 	else

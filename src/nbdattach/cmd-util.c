@@ -74,6 +74,8 @@ static const char *socket_unusable(const char *uri)
 		return "the socket= path is too long";
 	if (r == 0 && path[0] != '/')
 		return "the socket= path must be absolute";
+	if (r == -EDESTADDRREQ && !strncmp(uri, "nbd+unix://", 11))
+		return "nbd+unix:// needs ?socket=/ABSOLUTE/PATH";
 	return NULL;
 }
 
@@ -84,6 +86,9 @@ const char *uri_unsupported(const char *uri)
 		       "export over a unix socket or plain nbd:// on a trusted network";
 	if (strncmp(uri, "nbd://", 6) && strncmp(uri, "nbd+unix://", 11) && strncmp(uri, "nbd+vsock://", 12))
 		return "unsupported URI scheme (expected nbd://, nbd+unix:// or nbd+vsock://)";
+	/* Journaled (and copied) at most this long: never cut short into another URI. */
+	if (strlen(uri) >= STATE_URI_MAX)
+		return "the URI is too long (at most 2047 bytes)";
 	return socket_unusable(uri);
 }
 

@@ -24,8 +24,9 @@ int cmd_run(int argc, char **argv);
 int cmd_discard(int argc, char **argv);
 
 /* The binary region map of URI (BITMAP NULL: a full map) written to FD, sealed when FD is a
- * memfd (cmd-map.c; used by run). Prints its own one-line error. */
-int map_binary(const char *uri, const char *bitmap, uint64_t granularity, int fd,
+ * memfd (cmd-map.c; used by run). Connects to CONNECT (URI through its pinned socket, pin.h);
+ * prints its own one-line error, naming URI. */
+int map_binary(const char *uri, const char *connect, const char *bitmap, uint64_t granularity, int fd,
 	       uint64_t *ret_count, uint64_t *ret_total);
 
 #endif

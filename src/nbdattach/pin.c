@@ -95,28 +95,51 @@ int uri_socket_path(const char *uri, char *buf, size_t cap)
 	if (n < 0)
 		return n;
 	if (n == 0)
-		return -ENOENT;
+		return -EDESTADDRREQ;
 	if (n > 1)
 		return -EINVAL;
 	return decode(b, e, buf, cap) ? 0 : -ENAMETOOLONG;
 }
 
-/* URI with its one socket= value replaced by /proc/self/fd/FD, checked by reading it back. */
-static int rewrite(const char *uri, int fd, char *buf, size_t cap)
+/* URI with its one socket= value replaced by VALUE (as is). */
+static int replace_socket(const char *uri, const char *value, char *buf, size_t cap)
 {
 	const char *b = NULL, *e = NULL;
-	char want[32], got[32];
 	int n;
 
 	if (find_socket(uri, &b, &e) != 1)
 		return -EINVAL;
-	n = snprintf(buf, cap, "%.*s/proc/self/fd/%d%s", (int)(b - uri), uri, fd, e);
-	if (n < 0 || (size_t)n >= cap)
-		return -ENAMETOOLONG;
+	n = snprintf(buf, cap, "%.*s%s%s", (int)(b - uri), uri, value, e);
+	return n < 0 || (size_t)n >= cap ? -ENAMETOOLONG : 0;
+}
+
+/* URI with its one socket= value replaced by /proc/self/fd/FD, checked by reading it back. */
+static int rewrite(const char *uri, int fd, char *buf, size_t cap)
+{
+	char want[32], got[32];
+	int r;
+
 	snprintf(want, sizeof(want), "/proc/self/fd/%d", fd);
-	if (uri_socket_path(buf, got, sizeof(got)) < 0 || strcmp(got, want))
+	r = replace_socket(uri, want, buf, cap);
+	if (r == 0 && (uri_socket_path(buf, got, sizeof(got)) < 0 || strcmp(got, want)))
+		r = -EINVAL;
+	return r;
+}
+
+int pin_uri_label(const char *uri, char *buf, size_t cap)
+{
+	char path[32], target[4096];
+	int fd, end = 0;
+	ssize_t n;
+
+	if (uri_socket_path(uri, path, sizeof(path)) < 0 || sscanf(path, "/proc/self/fd/%d%n", &fd, &end) != 1 ||
+	    path[end])
 		return -EINVAL;
-	return 0;
+	n = readlink(path, target, sizeof(target) - 1);
+	if (n <= 0)
+		return -EINVAL;
+	target[n] = 0;
+	return replace_socket(uri, target, buf, cap);
 }
 
 int pin_uri_for_fd(const char *uri, int fd, char *buf, size_t cap)
@@ -160,6 +183,11 @@ int pin_open(const char *uri, const struct server_pin *expect, struct pinned_uri
 		return (size_t)r >= sizeof(ret->uri) ? -ENAMETOOLONG : 0;
 	}
 	r = uri_socket_path(uri, path, sizeof(path));
+	if (r < 0 && expect && !expect->known && r != -ENAMETOOLONG) {
+		/* An entry from before pinning, whose URI is now refused: connect as it did then. */
+		snprintf(ret->uri, sizeof(ret->uri), "%s", uri);
+		return 0;
+	}
 	if (r < 0)
 		return r;
 	/* The last component may be a symlink: what counts is the inode it leads to now. */

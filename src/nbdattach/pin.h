@@ -24,7 +24,7 @@ struct pinned_uri {
 };
 
 /* The decoded socket= path of URI's query, read as libnbd reads it (pairs split on '&' or ';',
- * keys and values percent-decoded): -ENOENT when there is none, -EINVAL when there are several,
+ * keys and values percent-decoded): -EDESTADDRREQ when there is none, -EINVAL when there are several,
  * -EILSEQ when libnbd could read the query otherwise ('&' mixed with ';', an encoded NUL),
  * -ENAMETOOLONG when it does not fit in CAP bytes. */
 int uri_socket_path(const char *uri, char *buf, size_t cap);
@@ -38,6 +38,9 @@ void pin_close(struct pinned_uri *p);
  * socket-activated server, its activator's), into PIN; -ESTALE when EXPECT knows another,
  * -EPROTO when the kernel does not say. */
 int pin_peer(struct nbd_handle *h, const struct server_pin *expect, struct server_pin *pin);
+/* For messages: URI whose socket= is a pinned /proc/self/fd/N, naming the path it was opened
+ * as instead; -EINVAL for any other URI. */
+int pin_uri_label(const char *uri, char *buf, size_t cap);
 /* URI with its socket= value replaced by /proc/self/fd/FD (a child's descriptor). */
 int pin_uri_for_fd(const char *uri, int fd, char *buf, size_t cap);
 

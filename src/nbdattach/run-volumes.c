@@ -173,7 +173,7 @@ static int map_memfd(struct volume *v, const char *pinned)
 		log_error("cannot map volume '%s': %s", v->name, strerror(-r));
 		return r;
 	}
-	r = map_binary(pinned, v->bitmap[0] ? v->bitmap : NULL, v->granularity, fd, &v->map_count, &v->map_total);
+	r = map_binary(v->uri, pinned, v->bitmap[0] ? v->bitmap : NULL, v->granularity, fd, &v->map_count, &v->map_total);
 	if (r < 0) {
 		close(fd);
 		return r;

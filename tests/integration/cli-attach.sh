@@ -73,7 +73,8 @@ usage_err "two sockets (';')" "more than one socket= parameter" map 'nbd+unix://
 usage_err "two sockets (one encoded)" "more than one socket= parameter" attach 'nbd+unix:///?socket=/a&%73ocket=/a'
 usage_err "'&' mixed with ';'" "mixes '&' with ';' or holds %00" discard 'nbd+unix:///?socket=/x;y=1&z=2' 0 65536
 usage_err "an encoded NUL in a key" "mixes '&' with ';' or holds %00" attach 'nbd+unix:///?socket=/a&socket%00x=rel'
-usage_err "overlong socket path" "socket= path is too long" map "nbd+unix:///?socket=/$(printf 'x%.0s' $(seq 5000))" --bitmap b
+usage_err "overlong URI" "the URI is too long (at most 2047 bytes)" discard "nbd+unix:///?socket=/$(printf 'x%.0s' $(seq 5000))" 0 65536
+usage_err "nbd+unix:// without socket=" "nbd+unix:// needs ?socket=/ABSOLUTE/PATH" attach 'nbd+unix:///disk'
 usage_err "encoded relative socket" "socket= path must be absolute" map 'nbd+unix:///?socket=%41bc' --bitmap b
 usage_err "empty socket" "socket= path must be absolute" map 'nbd+unix:///?socket=' --bitmap b
 out=$("$NBDATTACH" map 'nbd+unix:///d?socket=%2Fnonexistent%2Fs.sock' --bitmap b 2>&1); rc=$?

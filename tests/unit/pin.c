@@ -31,6 +31,20 @@ static void expect_rewrite(const char *desc, const char *uri, const char *want)
 	unit_check(r == 0 && !strcmp(buf, want), desc, "got %d [%s], want [%s]", r, buf, want);
 }
 
+/* pin_uri_label: the path a /proc/self/fd/N socket= was opened as (here a directory's). */
+static void test_label(void)
+{
+	char uri[64], buf[128] = "";
+	int fd = open("/tmp", O_PATH | O_CLOEXEC);
+
+	snprintf(uri, sizeof(uri), "nbd+unix:///d?socket=/proc/self/fd/%d&x=1", fd);
+	unit_check(pin_uri_label(uri, buf, sizeof(buf)) == 0 && !strcmp(buf, "nbd+unix:///d?socket=/tmp&x=1"),
+		   "a pinned descriptor named by its path", "[%s]", buf);
+	expect_int("another URI has no label", -EINVAL, pin_uri_label("nbd+unix:///d?socket=/proc/self/fd/3x", buf,
+									  sizeof(buf)));
+	close(fd);
+}
+
 static void test_paths(void)
 {
 	char longv[128];
@@ -39,8 +53,8 @@ static void test_paths(void)
 	expect_path("percent-decoded key and value", "nbd+unix:///?sock%65t=%2Frun%2Fs", 0, "/run/s");
 	expect_path("';' separates pairs", "nbd+unix:///?tls=off;socket=/a", 0, "/a");
 	expect_path("a fragment ends the query", "nbd+unix:///?socket=/a#socket=/b", 0, "/a");
-	expect_path("none", "nbd+unix:///d", -ENOENT, NULL);
-	expect_path("a key that merely starts so", "nbd+unix:///?sockets=/a", -ENOENT, NULL);
+	expect_path("none", "nbd+unix:///d", -EDESTADDRREQ, NULL);
+	expect_path("a key that merely starts so", "nbd+unix:///?sockets=/a", -EDESTADDRREQ, NULL);
 	expect_path("two of them", "nbd+unix:///?socket=/a&socket=/a", -EINVAL, NULL);
 	expect_path("two, one encoded", "nbd+unix:///?socket=/a;%73ocket=/b", -EINVAL, NULL);
 	expect_path("a bare key counts (libnbd: empty value)", "nbd+unix:///?socket=/a&socket", -EINVAL, NULL);
@@ -49,11 +63,12 @@ static void test_paths(void)
 	expect_path("an encoded NUL is refused", "nbd+unix:///?socket=/a&socket%00x=/b", -EILSEQ, NULL);
 	/* libnbd splits on '&' while one remains: in /x;y=1&z=2 its socket is "/x;y=1" */
 	expect_path("'&' mixed with ';' is refused", "nbd+unix:///?socket=/x;y=1&z=2", -EILSEQ, NULL);
-	expect_path("a '?' inside the fragment starts no query", "nbd+unix:///d#f?socket=/a", -ENOENT, NULL);
+	expect_path("a '?' inside the fragment starts no query", "nbd+unix:///d#f?socket=/a", -EDESTADDRREQ, NULL);
 	snprintf(longv, sizeof(longv), "nbd+unix:///?socket=/%0100d", 0);
 	expect_path("longer than the buffer", longv, -ENAMETOOLONG, NULL);
 	expect_rewrite("value replaced, the rest kept", "nbd+unix:///d?a=1&socket=/x%20y&b=2",
 		       "nbd+unix:///d?a=1&socket=/proc/self/fd/4&b=2");
+	test_label();
 	expect_rewrite("value at the end", "nbd+unix:///?socket=/x", "nbd+unix:///?socket=/proc/self/fd/4");
 }
 

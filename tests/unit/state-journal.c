@@ -33,7 +33,8 @@ static bool same_rec(const struct state_rec *a, const struct state_rec *b)
 	       a->pid == b->pid && a->time == b->time && a->start == b->start && a->saved_queue == b->saved_queue &&
 	       a->saved_read_ahead_kb == b->saved_read_ahead_kb && a->saved_max_sectors_kb == b->saved_max_sectors_kb &&
 	       a->saved_nomerges == b->saved_nomerges && a->server.known == b->server.known &&
-	       a->server.dev == b->server.dev && a->server.ino == b->server.ino && a->server.uid == b->server.uid;
+	       a->server.dev == b->server.dev && a->server.ino == b->server.ino && a->server.uid == b->server.uid &&
+	       a->server.btime == b->server.btime;
 }
 
 static void test_parse(void)
@@ -73,6 +74,7 @@ static void test_parse(void)
 		   "server's socket: its fields", "known %d dev %" PRIu64 " ino %" PRIu64 " uid %" PRIu32,
 		   g.server.known, g.server.dev, g.server.ino, g.server.uid);
 	expect_int("server's socket without its uid refused", -EBADMSG, parse(GOOD "socket-dev=1\nsocket-ino=12\n"));
+	expect_int("a birth time without the socket refused", -EBADMSG, parse(GOOD "socket-btime=5\n"));
 	expect_int("server uid over 32 bits refused", -EBADMSG,
 		   parse(GOOD "socket-dev=1\nsocket-ino=1\nserver-uid=4294967296\n"));
 	expect_int("unknown owner refused", -EBADMSG, parse(GOOD "owner=root\n"));
@@ -181,7 +183,8 @@ static void test_roundtrip(void)
 	unit_check(same_rec(&r, &w) && r.saved_queue && r.saved_max_sectors_kb == 1280,
 		   "saved queue settings round trip", "differ");
 	w.saved_queue = false, w.saved_max_sectors_kb = 0, w.saved_nomerges = 0;
-	w.server = (struct server_pin){ .known = true, .dev = UINT64_MAX, .ino = 1ull << 40, .uid = 65534 };
+	w.server = (struct server_pin){ .known = true, .dev = UINT64_MAX, .ino = 1ull << 40, .uid = 65534,
+					.btime = 1700000000123456789ull };
 	expect_int("write with the server's socket", 0, state_write(&w));
 	expect_int("read back", 0, state_read(7, &r));
 	unit_check(same_rec(&r, &w) && r.server.known && r.server.dev == UINT64_MAX, "server's socket round trips",
