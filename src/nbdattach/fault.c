@@ -14,6 +14,9 @@ void fault_point(const char *step, const char *name)
 	if (!want || !*want)
 		return;
 	snprintf(here, sizeof(here), "%s%s%s", step, name ? ":" : "", name ? name : "");
-	if (!strcmp(want, here))
-		raise(SIGKILL);
+	if (strcmp(want, here))
+		return;
+	/* NBDATTACH_FAULT_SIGNAL=STOP pauses there instead, for a test to act and SIGCONT. */
+	want = getenv("NBDATTACH_FAULT_SIGNAL");
+	raise(want && !strcmp(want, "STOP") ? SIGSTOP : SIGKILL);
 }

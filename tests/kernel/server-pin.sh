@@ -4,6 +4,7 @@
 # - discard DEVICE through a socket path swapped for a symlink to another server's socket is
 #   refused, and that server's image keeps its bytes; with the path restored, the same discard
 #   reaches the device's own server (its range reads zeros: the positive control);
+# - a run stopped at its map step while the path is swapped: its map is refused, nothing left;
 # - a --no-monitor device whose server was restarted on the same path: the new server's answer
 #   is not taken for the device's (cleanup keeps it with a warning, discards are refused).
 # (Another uid listening on the same inode needs an inode number reused: tests/unit/discard.c.)
@@ -53,6 +54,31 @@ expect_eq "discard with the path restored" "0:discarded 1048576 bytes in 1 reque
 check "... reached the device's own server: a.raw's first MiB reads zeros" zeros "$tmp/a.raw"
 "$NBDATTACH" detach "$dev"
 expect_eq "detach" 0 "$?"
+
+# A run's map goes only to the socket its volume was attached to: the helper stopped at its map
+# step (NBDATTACH_FAULT_SIGNAL=STOP), the path swapped, then continued.
+vol="name=a,uri=nbd+unix:///disk?socket=$tmp/a.sock"
+"$NBDATTACH" run --tag pinrun --volume "$vol" -- true
+expect_eq "positive control: the run as such succeeds" 0 "$?"
+state() { awk '{print $3}' "/proc/$1/stat" 2>/dev/null; }
+for transport in memfd pipe; do
+	NBDATTACH_FAULT=map:a NBDATTACH_FAULT_SIGNAL=STOP "$NBDATTACH" run --map "$transport" --tag pinrun \
+		--volume "$vol" -- true > "$tmp/run.out" 2>&1 &
+	rp=$!
+	for i in $(seq 300); do [ "$(state "$rp")" = T ] && break; sleep 0.1; done
+	expect_eq "run ($transport) stopped at its map step" T "$(state "$rp")"
+	mv "$tmp/a.sock" "$tmp/a.moved"
+	ln -s "$tmp/b.sock" "$tmp/a.sock"
+	kill -CONT "$rp"
+	wait "$rp"; rc=$?
+	rm "$tmp/a.sock"
+	mv "$tmp/a.moved" "$tmp/a.sock"
+	expect_eq "run ($transport): the helper failed before the provider" 125 "$rc"
+	check "run ($transport): its map refused, saying why ($(head -c 300 "$tmp/run.out"))" grep -q \
+		"cannot map volume 'a': its socket path now leads to another socket than it was attached to" "$tmp/run.out"
+	udevadm settle
+	expect_eq "run ($transport): no device of ours left" 0 "$(listed)"
+done
 
 # A server restarted on the same path: a new socket, and the new server's answer says nothing
 # about the device's own. cleanup keeps the device and says why, as it cannot tell.
