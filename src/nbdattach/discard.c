@@ -239,13 +239,8 @@ static int connect_pinned(struct nbd_handle *h, const char *uri, const struct se
 	struct server_pin seen;
 	int r = pin_open(uri, pin, &p);
 
-	if (r == -ESTALE) {
-		snprintf(why, why_len, "its socket path now leads to another socket than it was attached to");
-		return r;
-	}
 	if (r < 0) {
-		snprintf(why, why_len, "cannot connect for discards: %s",
-			 r == -ENXIO ? "/proc/self/fd does not lead to the socket (is /proc mounted?)" : strerror(-r));
+		snprintf(why, why_len, "%s%s", r == -ESTALE ? "" : "cannot connect for discards: ", pin_strerror(r));
 		return r;
 	}
 	if (nbd_connect_uri(h, p.uri) < 0)

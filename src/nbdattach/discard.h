@@ -45,7 +45,8 @@ void discarder_free(struct discarder *d);
 #define NBD_TRIMMER_QUEUE_MAX 65536    /* TRIMs in flight at most (then -ENOBUFS) */
 struct nbd_trimmer;
 struct server_pin;
-int nbd_trimmer_open(const char *uri, const struct server_pin *pin, int64_t timeout_ms, struct nbd_trimmer **ret, char *why, size_t why_len);
+int nbd_trimmer_open(const char *uri, const struct server_pin *pin, int64_t timeout_ms,
+		     struct nbd_trimmer **ret, char *why, size_t why_len);
 /* A discard_trim_fn: queues one TRIM; 0, or the trimmer's failure. */
 int nbd_trimmer_trim(void *trimmer, uint64_t offset, uint64_t length);
 /* The descriptor to poll and its events while TRIMs are in flight; -1 when there is none. */

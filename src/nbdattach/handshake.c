@@ -51,10 +51,7 @@ static int fail_msg(int err, const char *msg)
 
 static int fail_pin(int r)
 {
-	snprintf(last_error, sizeof(last_error), "cannot connect: %s",
-		 r == -ENOTSOCK ? "socket= does not name a socket"
-		 : r == -ENXIO  ? "/proc/self/fd does not lead to the socket (is /proc mounted?)"
-				: strerror(-r));
+	snprintf(last_error, sizeof(last_error), "cannot connect: %s", pin_strerror(r));
 	return r;
 }
 

@@ -113,8 +113,8 @@ static int replace_socket(const char *uri, const char *value, char *buf, size_t 
 	return n < 0 || (size_t)n >= cap ? -ENAMETOOLONG : 0;
 }
 
-/* URI with its one socket= value replaced by /proc/self/fd/FD, checked by reading it back. */
-static int rewrite(const char *uri, int fd, char *buf, size_t cap)
+/* Checked by reading it back. */
+int pin_uri_for_fd(const char *uri, int fd, char *buf, size_t cap)
 {
 	char want[32], got[32];
 	int r;
@@ -140,11 +140,6 @@ int pin_uri_label(const char *uri, char *buf, size_t cap)
 		return -EINVAL;
 	target[n] = 0;
 	return replace_socket(uri, target, buf, cap);
-}
-
-int pin_uri_for_fd(const char *uri, int fd, char *buf, size_t cap)
-{
-	return rewrite(uri, fd, buf, cap);
 }
 
 /* The socket's identity: its inode, and its birth time where the filesystem keeps one (ext4
@@ -205,12 +200,20 @@ int pin_open(const char *uri, const struct server_pin *expect, struct pinned_uri
 	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
 	if (identify(AT_FDCWD, proc, 0, &via) < 0 || !same_socket(&via, &seen))
 		return -ENXIO;
-	r = rewrite(uri, fd, ret->uri, sizeof(ret->uri));
+	r = pin_uri_for_fd(uri, fd, ret->uri, sizeof(ret->uri));
 	if (r < 0)
 		return r;
 	ret->fd = TAKE_FD(fd);
 	ret->pin = seen;
 	return 0;
+}
+
+const char *pin_strerror(int r)
+{
+	return r == -ESTALE   ? "its socket path now leads to another socket than it was attached to"
+	       : r == -ENXIO  ? "/proc/self/fd does not lead to the socket (is /proc mounted?)"
+	       : r == -ENOTSOCK ? "socket= does not name a socket"
+				: strerror(-r);
 }
 
 void pin_close(struct pinned_uri *p)

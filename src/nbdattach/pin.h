@@ -1,10 +1,11 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
-/* The server's unix socket, pinned. attach records the socket's inode and the uid listening on
- * it; every later connection to the journaled URI (the monitor's and cleanup's probes, discard
- * DEVICE, a run's discards and map) opens the socket= path once, checks that inode, and
- * connects through /proc/self/fd/N to exactly what it checked. Whoever can rename files in the
- * socket's directory can therefore no longer point root's TRIMs at another server's socket, and
- * a server restarted on the same path is seen as gone rather than as the device's own. */
+/* The server's unix socket, pinned. attach records the socket's inode (and birth time) and the
+ * uid that created the listening socket; every later connection to the journaled URI (the
+ * monitor's and cleanup's probes, discard DEVICE, a run's discards and map) opens the socket=
+ * path once, checks that socket, and connects through /proc/self/fd/N to exactly what it
+ * checked. Whoever can rename files in the socket's directory can therefore no longer point
+ * root's TRIMs at another server's socket, and a server restarted on the same path is not
+ * taken for the device's own. */
 #ifndef NBDATTACH_PIN_H
 #define NBDATTACH_PIN_H
 
@@ -34,6 +35,8 @@ int uri_socket_path(const char *uri, char *buf, size_t cap);
  * nbd+unix:// is copied unpinned. */
 int pin_open(const char *uri, const struct server_pin *expect, struct pinned_uri *ret);
 void pin_close(struct pinned_uri *p);
+/* pin_open's failure in words (-ESTALE, -ENXIO, -ENOTSOCK; strerror otherwise). */
+const char *pin_strerror(int r);
 /* The uid that created the listening socket of H's connection (SO_PEERCRED: for a
  * socket-activated server, its activator's), into PIN; -ESTALE when EXPECT knows another,
  * -EPROTO when the kernel does not say. */
@@ -41,7 +44,7 @@ int pin_peer(struct nbd_handle *h, const struct server_pin *expect, struct serve
 /* For messages: URI whose socket= is a pinned /proc/self/fd/N, naming the path it was opened
  * as instead; -EINVAL for any other URI. */
 int pin_uri_label(const char *uri, char *buf, size_t cap);
-/* URI with its socket= value replaced by /proc/self/fd/FD (a child's descriptor). */
+/* URI with its socket= value replaced by /proc/self/fd/FD (ours, or a child's descriptor). */
 int pin_uri_for_fd(const char *uri, int fd, char *buf, size_t cap);
 
 #endif

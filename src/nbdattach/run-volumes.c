@@ -153,10 +153,7 @@ static int pin_volume(struct volume *v, struct pinned_uri *ret)
 	int r = pin_open(v->uri, &v->st.server, ret);
 
 	if (r < 0)
-		log_error("cannot map volume '%s': %s", v->name,
-			  r == -ESTALE ? "its socket path now leads to another socket than it was attached to"
-			  : r == -ENXIO ? "/proc/self/fd does not lead to its socket (is /proc mounted?)"
-					: strerror(-r));
+		log_error("cannot map volume '%s': %s", v->name, pin_strerror(r));
 	return r;
 }
 
@@ -173,7 +170,8 @@ static int map_memfd(struct volume *v, const char *pinned)
 		log_error("cannot map volume '%s': %s", v->name, strerror(-r));
 		return r;
 	}
-	r = map_binary(v->uri, pinned, v->bitmap[0] ? v->bitmap : NULL, v->granularity, fd, &v->map_count, &v->map_total);
+	r = map_binary(v->uri, pinned, v->bitmap[0] ? v->bitmap : NULL, v->granularity, fd, &v->map_count,
+		       &v->map_total);
 	if (r < 0) {
 		close(fd);
 		return r;

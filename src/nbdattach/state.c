@@ -55,7 +55,8 @@ static bool key_wellformed(const char *k)
 }
 
 /* One "key=value" line. An unknown key is a newer nbdattach's and is skipped: a downgraded
- * cleanup must not take that entry for garbage and detach its device. SEEN guards against duplicate keys. */
+ * cleanup must not take that entry for garbage and detach its device. SEEN guards against
+ * duplicate keys. */
 static int parse_line(char *line, struct state_rec *r, unsigned *seen)
 {
 	static const char *const keys[] = { "index", "identifier", "tag", "name", "uri", "export",
