@@ -119,6 +119,8 @@ $(BUILD)/fuzz/ack-parse: src/nbdattach/ack.c src/nbdattach/devices.c
 $(BUILD)/fuzz/ack-parse: FUZZ_LIBS = $(shell $(PKG_CONFIG) --cflags --libs mount)
 $(BUILD)/fuzz/run-parse: src/nbdattach/runs.c src/nbdattach/state.c src/nbdattach/devices.c
 $(BUILD)/fuzz/run-parse: FUZZ_LIBS = $(shell $(PKG_CONFIG) --cflags --libs mount)
+$(BUILD)/fuzz/uri-pin: src/nbdattach/pin.c
+$(BUILD)/fuzz/uri-pin: FUZZ_LIBS = $(shell $(PKG_CONFIG) --cflags --libs libnbd)
 
 tests: all $(UNIT_BINS) $(HELPER_BINS)
 

@@ -1,6 +1,7 @@
 #!/bin/bash
 # Short libFuzzer runs of every parser of untrusted input (tests/fuzz/*.c) over their seed
-# corpora: the region map reader, the state journal and the udev claim records.
+# corpora: the region map reader, the journals and claim records, the provider's acks, the
+# server's block-status replies and the socket= of a URI.
 . "$(dirname "$0")/../lib.sh"
 
 tmp=$(mktmpdir)
