@@ -124,8 +124,8 @@ struct regionmap_reader;
  * characters, reserved or padding bytes); -EPERM (memfd mode) missing seals or not a sealable
  * file; -EFBIG (memfd) an absurd count (more records than the export can hold at its
  * granularity, or than the file can hold); -ENODATA the input ends inside the header, or (memfd)
- * the file is shorter than its header plus a trailer; -ENOMEM; other read(2)/pread(2) errors as
- * they come. In memfd mode every error of regionmap_reader_next() can also come from open.
+ * the file is shorter than its header plus a trailer; -ENOMEM; other read(2)/pread(2)/fstat(2)/
+ * fcntl(2) errors as they come (-EBADF for a descriptor that is not open). In memfd mode every error of regionmap_reader_next() can also come from open.
  */
 REGIONMAP_API int regionmap_reader_open(int fd, unsigned mode, struct regionmap_reader **ret);
 
@@ -137,7 +137,8 @@ REGIONMAP_API const struct regionmap_info *regionmap_reader_info(const struct re
  * negative errno: -ENODATA stream ended before the trailer; -EBADMSG bad trailer or checksum, or
  * data after it; -EDOM unsorted or overlapping or unmerged, or a FULL map that is not exactly
  * one region {0, export_size} (also one with no record at all); -ERANGE past the export end;
- * -EOVERFLOW offset+length overflows; -EINVAL zero length or misaligned (or a NULL argument).
+ * -EOVERFLOW offset+length overflows; -EINVAL zero length or misaligned (or a NULL argument);
+ * read(2) errors (pread(2) in memfd mode) as they come.
  * After an error every later call returns the same error.
  */
 REGIONMAP_API int regionmap_reader_next(struct regionmap_reader *r, uint64_t *ret_offset,

@@ -327,6 +327,11 @@ static void test_open_errors(void)
 	fd = memfd_with(c.b, m.len - 1, ALL_SEALS);
 	expect_int("memfd: header but shorter than header + trailer", -ENODATA, regionmap_reader_open(fd, REGIONMAP_READ_MEMFD, &r));
 	close(fd);
+	/* a descriptor that is not open: the system call's errno, in both modes */
+	fd = memfd_with(m.b, m.len, ALL_SEALS);
+	close(fd);
+	expect_int("stream: closed descriptor", -EBADF, regionmap_reader_open(fd, REGIONMAP_READ_STREAM, &r));
+	expect_int("memfd: closed descriptor", -EBADF, regionmap_reader_open(fd, REGIONMAP_READ_MEMFD, &r));
 	unit_check(r == NULL, "open leaves ret untouched on failure", "r=%p", (void *)r);
 }
 
