@@ -12,6 +12,7 @@
 
 #include "blockstatus.h"
 #include "cleanup.h"
+#include "pin.h"
 
 DEFINE_CLEANUP(struct nbd_handle *, nbd_close)
 
@@ -81,7 +82,8 @@ static int nbd_fail(struct blockstatus *bs, int fallback)
 	return -(err > 0 ? err : fallback);
 }
 
-int blockstatus_connect(const char *uri, const char *context, struct blockstatus **ret)
+int blockstatus_connect(const char *uri, const char *context, const struct server_pin *server,
+			struct blockstatus **ret)
 {
 	_cleanup_(nbd_closep) struct nbd_handle *nbd = NULL;
 	struct blockstatus *bs;
@@ -106,6 +108,16 @@ int blockstatus_connect(const char *uri, const char *context, struct blockstatus
 	}
 	if (nbd_connect_uri(nbd, uri) == -1)
 		return nbd_fail(bs, ECONNREFUSED);
+	if (server && server->known) {
+		struct server_pin seen = { 0 };
+		int r = pin_peer(nbd, server, &seen);
+
+		if (r == -ESTALE)
+			return fail(bs, r, "the server's socket was created by uid %u, not uid %u", seen.uid,
+				    server->uid);
+		if (r < 0)
+			return fail(bs, r, "cannot tell who created the server's socket (SO_PEERCRED)");
+	}
 	/* QEMU silently drops an unknown bitmap from the negotiated contexts; only this tells. */
 	if (context && nbd_can_meta_context(nbd, context) != 1)
 		return fail(bs, -ENOENT, "export does not offer meta context '%.82s%s'", context,

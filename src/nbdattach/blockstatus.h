@@ -15,12 +15,17 @@ struct blockstatus;
  * a time, and must not use the struct blockstatus. */
 typedef int (*blockstatus_fn)(void *opaque, uint64_t offset, uint64_t length, uint32_t flags);
 
+struct server_pin;
+
 /*
  * Connect to uri with structured replies and, if context is not NULL, that meta context.
  * *ret is set even on failure, so the caller can read blockstatus_error(); free it with
- * blockstatus_free(). -ENOENT: the export does not offer the context; -EINVAL: empty export.
+ * blockstatus_free(). -ENOENT: the export does not offer the context; -EINVAL: empty export;
+ * -ESTALE: SERVER (when not NULL and known) names another uid than the one that created the
+ * listening unix socket (pin.h).
  */
-int blockstatus_connect(const char *uri, const char *context, struct blockstatus **ret);
+int blockstatus_connect(const char *uri, const char *context, const struct server_pin *server,
+			struct blockstatus **ret);
 
 uint64_t blockstatus_size(const struct blockstatus *bs);
 

@@ -35,6 +35,7 @@ struct map_opts {
 	const char *output; /* NULL: stdout or output_fd */
 	int output_fd;      /* -1: none given */
 	uint64_t granularity;
+	struct server_pin server; /* known: --server-uid given (uid only) */
 };
 
 /* Text output goes through this buffer with write(2): no stdio, so errors are ours to see. */
@@ -251,6 +252,12 @@ static int parse_opt(struct map_opts *o, int c, const char *arg, bool *full)
 			return -EINVAL;
 		o->granularity = v;
 		return 0;
+	case 'u':
+		/* (uid_t)-1 is no uid: it is what the kernel reports when it cannot tell */
+		if (parse_num_opt("--server-uid", arg, 0, UINT32_MAX - 1, &v) < 0)
+			return -EINVAL;
+		o->server = (struct server_pin){ .known = true, .uid = (uint32_t)v };
+		return 0;
 	}
 	return -EINVAL;
 }
@@ -281,6 +288,7 @@ static int parse_args(int argc, char **argv, struct map_opts *o)
 		{ "output", required_argument, NULL, 'o' },
 		{ "output-fd", required_argument, NULL, 'd' },
 		{ "granularity", required_argument, NULL, 'g' },
+		{ "server-uid", required_argument, NULL, 'u' },
 		OPT_HELP,
 		{ 0 }
 	};
@@ -484,12 +492,16 @@ int cmd_map(int argc, char **argv)
 	connect = o.uri;
 	if (usage_bad_uri("map", o.uri) < 0)
 		return EXIT_USAGE;
+	if (o.server.known && strncmp(o.uri, "nbd+unix://", 11)) {
+		log_usage("map: --server-uid needs an nbd+unix:// URI");
+		return EXIT_USAGE;
+	}
 	/* run's map writer connects through a pinned descriptor; messages name the socket's path */
 	if (pin_uri_label(connect, label, sizeof(label)) == 0)
 		o.uri = label;
 	if (o.bitmap && asprintf(&context, BITMAP_PREFIX "%s", o.bitmap) < 0)
 		return fail_map(&o, strerror(ENOMEM));
-	r = blockstatus_connect(connect, context, &bs);
+	r = blockstatus_connect(connect, context, &o.server, &bs);
 	if (r < 0) {
 		fail_map(&o, blockstatus_error(bs) ? blockstatus_error(bs) : strerror(-r));
 		blockstatus_free(bs);
@@ -509,8 +521,8 @@ int cmd_map(int argc, char **argv)
 	return r < 0 ? EXIT_FAIL : EXIT_OK;
 }
 
-int map_binary(const char *uri, const char *connect, const char *bitmap, uint64_t granularity, int fd,
-	       uint64_t *ret_count, uint64_t *ret_total)
+int map_binary(const char *uri, const char *connect, const struct server_pin *server, const char *bitmap,
+	       uint64_t granularity, int fd, uint64_t *ret_count, uint64_t *ret_total)
 {
 	struct map_opts o = { .uri = uri, .bitmap = bitmap, .format = FMT_BINARY, .output_fd = fd,
 			      .granularity = granularity };
@@ -520,7 +532,7 @@ int map_binary(const char *uri, const char *connect, const char *bitmap, uint64_
 
 	if (bitmap && asprintf(&context, BITMAP_PREFIX "%s", bitmap) < 0)
 		return -ENOMEM;
-	r = blockstatus_connect(connect, context, &bs);
+	r = blockstatus_connect(connect, context, server, &bs);
 	if (r < 0)
 		fail_map(&o, blockstatus_error(bs) ? blockstatus_error(bs) : strerror(-r));
 	else

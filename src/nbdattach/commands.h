@@ -23,10 +23,13 @@ int cmd_monitor(int argc, char **argv);
 int cmd_run(int argc, char **argv);
 int cmd_discard(int argc, char **argv);
 
+struct server_pin;
+
 /* The binary region map of URI (BITMAP NULL: a full map) written to FD, sealed when FD is a
- * memfd (cmd-map.c; used by run). Connects to CONNECT (URI through its pinned socket, pin.h);
- * prints its own one-line error, naming URI. */
-int map_binary(const char *uri, const char *connect, const char *bitmap, uint64_t granularity, int fd,
-	       uint64_t *ret_count, uint64_t *ret_total);
+ * memfd (cmd-map.c; used by run). Connects to CONNECT (URI through its pinned socket, pin.h)
+ * and, when SERVER is known, only to a server listening as SERVER's uid; prints its own
+ * one-line error, naming URI. */
+int map_binary(const char *uri, const char *connect, const struct server_pin *server, const char *bitmap,
+	       uint64_t granularity, int fd, uint64_t *ret_count, uint64_t *ret_total);
 
 #endif

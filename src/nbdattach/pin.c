@@ -231,8 +231,6 @@ int pin_peer(struct nbd_handle *h, const struct server_pin *expect, struct serve
 
 	if (fd < 0 || getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0)
 		return -EPROTO;
-	if (expect && expect->known && cred.uid != expect->uid)
-		return -ESTALE;
 	pin->uid = cred.uid;
-	return 0;
+	return expect && expect->known && cred.uid != expect->uid ? -ESTALE : 0;
 }

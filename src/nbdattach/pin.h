@@ -38,8 +38,8 @@ void pin_close(struct pinned_uri *p);
 /* pin_open's failure in words (-ESTALE, -ENXIO, -ENOTSOCK; strerror otherwise). */
 const char *pin_strerror(int r);
 /* The uid that created the listening socket of H's connection (SO_PEERCRED: for a
- * socket-activated server, its activator's), into PIN; -ESTALE when EXPECT knows another,
- * -EPROTO when the kernel does not say. */
+ * socket-activated server, its activator's), into PIN; -ESTALE (PIN still set) when EXPECT
+ * knows another, -EPROTO when the kernel does not say. */
 int pin_peer(struct nbd_handle *h, const struct server_pin *expect, struct server_pin *pin);
 /* For messages: URI whose socket= is a pinned /proc/self/fd/N, naming the path it was opened
  * as instead; -EINVAL for any other URI. */

@@ -170,8 +170,8 @@ static int map_memfd(struct volume *v, const char *pinned)
 		log_error("cannot map volume '%s': %s", v->name, strerror(-r));
 		return r;
 	}
-	r = map_binary(v->uri, pinned, v->bitmap[0] ? v->bitmap : NULL, v->granularity, fd, &v->map_count,
-		       &v->map_total);
+	r = map_binary(v->uri, pinned, &v->st.server, v->bitmap[0] ? v->bitmap : NULL, v->granularity, fd,
+		       &v->map_count, &v->map_total);
 	if (r < 0) {
 		close(fd);
 		return r;
@@ -185,22 +185,31 @@ static int map_memfd(struct volume *v, const char *pinned)
  * constant memory at both ends whatever the map's size. */
 static int map_pipe(struct volume *v, const struct pinned_uri *pin, struct run_rec *j, const char *run_id)
 {
-	char gran[24], env[128], uri[sizeof(pin->uri)];
-	char *argv[] = { "nbdattach", "map", "--granularity", gran, "--output-fd", "3",
-			 v->bitmap[0] ? "--bitmap" : "--full", v->bitmap[0] ? v->bitmap : NULL, NULL, NULL };
+	char gran[24], uid[24], env[128], uri[sizeof(pin->uri)];
+	char *argv[] = { "nbdattach", "map", "--granularity", gran, "--output-fd", "3", NULL, NULL, NULL, NULL,
+			 NULL, NULL, NULL };
+	int n = 6;
 	char *envp[] = { env, "PATH=/usr/sbin:/usr/bin:/sbin:/bin", NULL };
 	int p[2], r;
 	struct child_fd fds[] = { { .to = 3 }, { .from = STDERR_FILENO, .to = 2 }, { .from = pin->fd, .to = 4 } };
 
 	snprintf(gran, sizeof(gran), "%" PRIu64, v->granularity);
 	snprintf(env, sizeof(env), "NBDATTACH_RUN_ID=%s", run_id);
-	/* The writer connects through the pinned socket, its descriptor 4. */
+	/* The writer connects through the pinned socket, its descriptor 4, to the attach's server. */
 	snprintf(uri, sizeof(uri), "%s", pin->uri);
 	if (pin->fd >= 0 && (r = pin_uri_for_fd(v->uri, 4, uri, sizeof(uri))) < 0) {
 		log_error("cannot map volume '%s': %s", v->name, strerror(-r));
 		return r;
 	}
-	argv[v->bitmap[0] ? 8 : 7] = uri;
+	if (v->bitmap[0])
+		argv[n++] = "--bitmap", argv[n++] = v->bitmap;
+	else
+		argv[n++] = "--full";
+	if (v->st.server.known) {
+		snprintf(uid, sizeof(uid), "%" PRIu32, v->st.server.uid);
+		argv[n++] = "--server-uid", argv[n++] = uid;
+	}
+	argv[n] = uri;
 	if (pipe2(p, O_CLOEXEC) < 0)
 		return -errno;
 	fds[0].from = p[1];

@@ -41,6 +41,10 @@ one_line "bitmap name with a control character: usage" 2 "invalid --bitmap name"
 # A region map's context is printable ASCII (regionmap(5)); JSON output needs valid text too.
 one_line "bitmap name not ASCII: usage" 2 "invalid --bitmap name" "$NBDATTACH" map x --bitmap 'bé'
 one_line "--output with --output-fd: usage" 2 "mutually exclusive" "$NBDATTACH" map x --output f --output-fd 3
+one_line "--server-uid with nbd://: usage" 2 "map: --server-uid needs an nbd+unix:// URI" \
+	"$NBDATTACH" map nbd://localhost/e --server-uid 0
+one_line "--server-uid (uid_t)-1: usage" 2 "invalid --server-uid '4294967295'" \
+	"$NBDATTACH" map "nbd+unix:///e?socket=/x" --server-uid 4294967295
 
 if command -v qemu-nbd >/dev/null; then
 	img_create "$dir/a.qcow2" 1M
@@ -54,6 +58,14 @@ if command -v qemu-nbd >/dev/null; then
 		"$NBDATTACH" map "$(qnbd_uri "$dir/q.sock" nosuch)" --bitmap b
 	one_line "output directory missing" 1 "cannot create '$dir/no/dir/m'" \
 		"$NBDATTACH" map "$(qnbd_uri "$dir/q.sock")" --bitmap b --output "$dir/no/dir/m"
+	# --server-uid: SO_PEERCRED of the listening socket, ours here (qemu-nbd runs as us)
+	expect_eq "--server-uid of the server's creator: mapped" "0 65536 end 1 65536" \
+		"$("$NBDATTACH" map "$(qnbd_uri "$dir/q.sock")" --bitmap b --format text --server-uid "$(id -u)" |
+			tr '\n' ' ' | sed 's/ $//')"
+	one_line "--server-uid of another uid: refused, no map" 1 \
+		"cannot map '.*q.sock': the server's socket was created by uid $(id -u), not uid 12345\$" \
+		"$NBDATTACH" map "$(qnbd_uri "$dir/q.sock")" --bitmap b --format text --server-uid 12345
+	expect_eq "--server-uid of another uid: nothing written" 0 "$(wc -c <"$dir/out")"
 	# The longest bitmap name a command takes fills the map header's context (1024 bytes).
 	long=$(printf 'b%.0s' $(seq 1006))
 	img_create "$dir/l.qcow2" 1M
@@ -121,6 +133,23 @@ if command -v python3 >/dev/null; then
 	wait_for_file "$dir/good.sock"
 	expect_eq "hostile server in good mode: valid map" "end 8 524288" \
 		"$("$NBDATTACH" map "nbd+unix:///?socket=$dir/good.sock" --bitmap x | "$DUMP" | tail -n 1)"
+	# --server-uid against a server another user started: the uid checked is the listener's
+	# (the system's python3: a root-only interpreter, such as pyenv's, is out of its reach)
+	if [ "$(id -u)" = 0 ] && command -v setpriv >/dev/null && [ -x /usr/bin/python3 ]; then
+		nd=$(mktmpdir)
+		chmod 0711 "$_tmproot" && chmod 0777 "$nd"
+		setpriv --reuid=65534 --regid=65534 --clear-groups /usr/bin/python3 "$HOSTILE" "$nd/n.sock" good &
+		defer "kill $!"
+		wait_for_file "$nd/n.sock" || fail "server run by uid 65534" "it did not start"
+		uri="nbd+unix:///?socket=$nd/n.sock"
+		one_line "--server-uid 0, server run by uid 65534: refused" 1 \
+			"the server's socket was created by uid 65534, not uid 0\$" \
+			"$NBDATTACH" map "$uri" --bitmap x --server-uid 0
+		expect_eq "--server-uid 65534, server run by uid 65534: valid map" "end 8 524288" \
+			"$("$NBDATTACH" map "$uri" --bitmap x --server-uid 65534 | "$DUMP" | tail -n 1)"
+	else
+		skip "--server-uid against another user's server" "needs root, setpriv and /usr/bin/python3"
+	fi
 	# Legal: the final extent of a reply runs past the request (NBD spec); it is cut at the
 	# request end, and the map is exactly the server's dirty regions.
 	python3 "$HOSTILE" "$dir/fpr.sock" final-past-request &
