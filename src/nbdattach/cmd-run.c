@@ -54,6 +54,7 @@ struct run {
 	bool ack_broken;
 	size_t ack_drained;          /* bytes read after the provider exited */
 	int64_t kill_at_ms;          /* SIGKILL for the provider after a forwarded signal */
+	int64_t release_at_ms;       /* detach, if the provider outlives that SIGKILL */
 	bool interrupted;            /* a termination signal came: no waiting for TRIMs */
 	bool helper_failed;          /* 125 when the provider exits 0 */
 	bool fatal;                  /* 125 whatever the provider's status */
@@ -349,15 +350,16 @@ static bool ack_fill(struct run *run)
 	return false;
 }
 
-/* At most ACK_LINES_PER_TURN lines a turn, none while TRIMs pile up. */
+/* At most ACK_LINES_PER_TURN lines and as many reads a turn (a provider streaming bytes
+ * without a newline must not keep the loop here), none while TRIMs pile up. */
 static void ack_read(struct run *run)
 {
-	unsigned lines = 0;
+	unsigned lines = 0, reads = 0;
 
-	while (lines < ACK_LINES_PER_TURN && ack_wanted(run)) {
+	while (lines < ACK_LINES_PER_TURN && reads < ACK_LINES_PER_TURN && ack_wanted(run)) {
 		if (ack_take_line(run))
 			lines++;
-		else if (!ack_fill(run))
+		else if (reads++, !ack_fill(run))
 			return;
 	}
 }
@@ -421,6 +423,7 @@ static void provider_exited(struct run *run)
 		run->provider_status = 255 << 8;
 	run->provider_done = true;
 	run->kill_at_ms = -1;
+	run->release_at_ms = -1;
 	close(run->provider_pidfd);
 	run->provider_pidfd = -1;
 }
@@ -461,7 +464,7 @@ static int poll_timeout(const struct run *run, int64_t due)
 
 	if (ack_ready(run))
 		return 0;
-	due = earliest(due, run->kill_at_ms);
+	due = earliest(due, earliest(run->kill_at_ms, run->release_at_ms));
 	for (unsigned i = 0; i < run->o.n; i++)
 		due = earliest(due, volume_trim_deadline(&run->o.vol[i]));
 	if (due < 0)
@@ -498,6 +501,26 @@ static void dispatch(struct run *run, const struct pollfd *p)
 		provider_exited(run);
 }
 
+/* A provider that outlives its SIGKILL by the grace period (at least a second) waits in I/O
+ * that its server does not answer (a live connection with --timeout 0 never times out, and an
+ * O_DIRECT read cannot be killed): its volumes are detached, which fails that I/O, so that the
+ * provider can die and the signal end the run. */
+static void release_stuck(struct run *run)
+{
+	log_error("the provider outlived SIGKILL by %" PRIu64 " s (waiting for its server?): detaching its volumes",
+		  run->o.grace_s ? run->o.grace_s : 1);
+	run->helper_failed = true;
+	run->release_at_ms = -1;
+	for (unsigned i = 0; i < run->o.n; i++) {
+		struct volume *v = &run->o.vol[i];
+
+		volume_close_discards(v);
+		if (v->attached && !v->released)
+			journal_step(&run->journal, "detach", v->name);
+		volume_release(&run->o, v, true);
+	}
+}
+
 static void wait_provider(struct run *run)
 {
 	while (!run->provider_done) {
@@ -508,7 +531,10 @@ static void wait_provider(struct run *run)
 		if (run->kill_at_ms >= 0 && now_ms() >= run->kill_at_ms) {
 			kill(-run->provider, SIGKILL);
 			run->kill_at_ms = -1;
+			run->release_at_ms = now_ms() + (int64_t)(run->o.grace_s ? run->o.grace_s : 1) * 1000;
 		}
+		if (run->release_at_ms >= 0 && now_ms() >= run->release_at_ms)
+			release_stuck(run);
 		n = fill_poll(run, p);
 		if (poll(p, n, poll_timeout(run, dead_due)) < 0) {
 			if (errno == EINTR)
@@ -707,7 +733,8 @@ static void init_run(struct run *run)
 	proc_start_time(getpid(), &start);
 	*run = (struct run){ .o = { .transport = MAP_MEMFD, .discard = true, .grace_s = 10,
 				    .udev_timeout_ms = UDEV_TIMEOUT_DEFAULT_MS },
-			     .sfd = -1, .provider_pidfd = -1, .ack_rd = -1, .kill_at_ms = -1 };
+			     .sfd = -1, .provider_pidfd = -1, .ack_rd = -1, .kill_at_ms = -1,
+			     .release_at_ms = -1 };
 	run->journal.pid = getpid();
 	run->journal.start = start;
 	snprintf(run->run_id, sizeof(run->run_id), "%ld:%" PRIu64, (long)getpid(), start);

@@ -10,7 +10,8 @@
 # - a parent with children of its own gets them back untouched;
 # - the provider's group does not outlive it; a caller ignoring SIGCHLD; exec failures (126,
 #   127); map writers killed by someone else; NBDATTACH_RUN_ID first in a big environment; the
-#   helper killed while it releases a volume whose server died.
+#   helper killed while it releases a volume whose server died; a provider stuck in a read its
+#   hung server never answers, outliving SIGKILL, is freed by detaching its volume.
 . "$(dirname "$0")/../lib.sh"
 in_vm || { skip "run-faults" "runs only inside the test VM"; exit 0; }
 
@@ -177,6 +178,55 @@ expect_eq "server died: the provider's own reader is not taken for an outside ho
 	"$(grep -c 'still holds it open' "$tmp/dies.err")"
 udevadm settle
 expect_eq "server died: device released, no state" "0:" "$(connected):$(state_files)"
+
+# The server hangs (stopped: the connection lives, --timeout 0 never times a request out) while
+# the provider, ignoring SIGTERM, waits in an O_DIRECT read, which SIGKILL cannot interrupt:
+# once it has outlived the SIGKILL by --grace, its volume is detached, the read fails and the
+# provider dies of the SIGKILL, so the operator's SIGTERM still ends the run and leaves nothing.
+qemu-nbd --fork --persistent --shared=8 --read-only --format=raw --pid-file="$tmp/h.pid" \
+	--socket="$tmp/h.sock" --export-name=disk "$tmp/disk.raw" || fail "third qemu-nbd starts"
+defer "kill -KILL \$(cat '$tmp/h.pid') 2>/dev/null"
+cat > "$tmp/stuck" <<'PY'
+#!/usr/bin/python3
+import json, mmap, os, signal, sys, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+dev = json.loads(os.environ["NBDATTACH_RUN"])["volumes"][0]["device"]
+buf = mmap.mmap(-1, 65536)
+fd = os.open(dev, os.O_RDONLY | os.O_DIRECT)
+open(sys.argv[1], "w").close()
+while not os.path.exists(sys.argv[2]):
+    time.sleep(0.05)
+os.preadv(fd, [buf], 8 << 20)
+PY
+chmod +x "$tmp/stuck"
+timeout -s KILL 90 "$NBDATTACH" run --tag hang --grace 1 --volume "name=a,uri=nbd+unix:///disk?socket=$tmp/h.sock" -- \
+	"$tmp/stuck" "$tmp/stuck.started" "$tmp/stuck.go" marker-stuck 2>"$tmp/stuck.err" &
+tpid=$!
+wait_for_file "$tmp/stuck.started" 60 || fail "hung server: the provider starts" "$(cat "$tmp/stuck.err")"
+kill -STOP "$(cat "$tmp/h.pid")"
+touch "$tmp/stuck.go"
+ppid=$(pgrep -f "^/usr/bin/python3 $tmp/stuck ")   # the provider, not the helper or timeout
+for i in $(seq 100); do
+	[ "$(awk '{ print $3 }' "/proc/$ppid/stat" 2>/dev/null)" = D ] && break
+	sleep 0.1
+done
+expect_eq "hung server: the provider waits uninterruptibly in its read" D \
+	"$(awk '{ print $3 }' "/proc/$ppid/stat" 2>/dev/null)"
+t0=$(date +%s.%N)
+kill -TERM "$(pgrep -P "$tpid" -x nbdattach)"
+wait "$tpid"
+rc=$?
+el=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
+expect_eq "hung server: SIGTERM ends the run, the provider killed: exit 137 (after $el s)" 137 "$rc"
+awk -v e="$el" 'BEGIN { exit !(e < 30) }' && pass "hung server: run ends within 30 s ($el s)" ||
+	fail "hung server: run ends within 30 s" "$el s"
+grep -q 'the provider outlived SIGKILL by 1 s (waiting for its server?): detaching its volumes' "$tmp/stuck.err" &&
+	pass "hung server: run says why it detaches" || fail "hung server: run says why it detaches" "$(cat "$tmp/stuck.err")"
+udevadm settle
+got="$(connected):$(state_files):$(leftovers stuck)"
+expect_eq "hung server: device released, no state, no provider" "0::" "$got"
+kill -KILL "$(cat "$tmp/h.pid")"
+[ "$got" = "0::" ] || { pkill -KILL -f marker-stuck; "$NBDATTACH" cleanup >/dev/null 2>&1; }
 
 # A parent with children of its own: they are its own to reap.
 python3 - "$NBDATTACH" "$uri" <<'PY' && pass "the caller's own children are untouched" || fail "the caller's own children are untouched" "see above"
