@@ -102,7 +102,9 @@ static bool claimed_by_live_helper(const char *identifier)
 	return false;
 }
 
-/* Claims whose helper died: the device it may have connected is nobody's now. */
+/* Claims whose helper died: the device it may have connected is nobody's now, unless it has a
+ * journal entry (its helper died after writing it, or was misjudged dead: a claim's liveness
+ * rests on wall-clock time), which check_ours judges next. */
 static int reap_claims(const struct cleanup_opts *o, const uint32_t *devs, size_t ndevs)
 {
 	_cleanup_free_ uint32_t *pids = NULL;
@@ -124,7 +126,8 @@ static int reap_claims(const struct cleanup_opts *o, const uint32_t *devs, size_
 				struct dev_info i;
 
 				if (dev_info_get(devs[d], &i) == 0 && live(&i, true, c.identifier) &&
-				    report_teardown(o, devs[d], c.identifier, 0, "its helper died while attaching it") < 0)
+				    report_teardown(o, devs[d], c.identifier, TEARDOWN_IF_UNJOURNALED,
+						    "its helper died while attaching it") < 0)
 					rc = -EIO;
 			}
 		claim_remove((pid_t)pids[k]);

@@ -186,6 +186,21 @@ check "detach it" "$NBDATTACH" detach "$dev"
 udevadm settle
 expect_eq "state directory empty after the dead claims" "" "$(state_files)"
 
+# --- a dead helper's claim naming a device that a journal entry accounts for: the entry decides
+# (a claim's liveness rests on wall-clock time, and a helper may die between its entry and the
+# claim's commit), so a live attach's device stays.
+dev=$("$NBDATTACH" attach --tag clean --name s9 "nbd+unix:///disk?socket=$tmp/s3.sock")
+n=${dev#/dev/}
+id=$(sed -n 's/^identifier=//p' "/run/nbdattach/devices/$n")
+printf 'NBDATTACH_ID=%s\nNBDATTACH_TAG=clean\nNBDATTACH_NAME=s9\n' "$id" > /run/nbdattach/claims/999998
+out=$("$NBDATTACH" cleanup 2>&1)
+expect_eq "journaled device under a dead claim: cleanup exits 0, detaches nothing" "0:" "$?:$out"
+check "journaled device under a dead claim: still connected" test -e "/sys/block/$n/pid"
+check_fails "journaled device under a dead claim: the claim is gone" test -e /run/nbdattach/claims/999998
+check "detach it" "$NBDATTACH" detach "$dev"
+udevadm settle
+expect_eq "state directory empty after the journaled claim" "" "$(state_files)"
+
 # --- a udev record left for a minor that is no longer connected (detached behind our back)
 # must not give the next device on that minor its old tag and name.
 for k in 0 1 2 3; do
