@@ -47,7 +47,8 @@ static int parse_step(const char *v, struct run_rec *r)
 	return 0;
 }
 
-/* One "key=value" line; SEEN guards the single-valued keys. */
+/* One "key=value" line; SEEN guards the single-valued keys. A newer version's key is skipped:
+ * cleanup removes a run record it cannot read, and that run's processes would then outlive it. */
 static int parse_line(char *line, struct run_rec *r, unsigned *seen)
 {
 	char *v = strchr(line, '=');
@@ -73,7 +74,9 @@ static int parse_line(char *line, struct run_rec *r, unsigned *seen)
 		*seen |= 4;
 		return parse_step(v, r);
 	}
-	return -EBADMSG;
+	if (!strcmp(line, "pid") || !strcmp(line, "start") || !strcmp(line, "step"))
+		return -EBADMSG; /* twice */
+	return state_newer_key_ok(line, v) ? 0 : -EBADMSG;
 }
 
 int run_parse(const char *buf, size_t len, struct run_rec *ret)

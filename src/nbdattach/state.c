@@ -47,11 +47,11 @@ static int set_num(const char *v, uint64_t max, uint64_t *ret)
 }
 
 /* What a key of any version looks like: a lower-case letter, then letters, digits and '-'. */
-static bool key_wellformed(const char *k)
+bool state_newer_key_ok(const char *key, const char *value)
 {
-	size_t n = strspn(k, "abcdefghijklmnopqrstuvwxyz0123456789-");
+	size_t n = strspn(key, "abcdefghijklmnopqrstuvwxyz0123456789-");
 
-	return k[0] >= 'a' && k[0] <= 'z' && n <= 32 && !k[n];
+	return key[0] >= 'a' && key[0] <= 'z' && n <= 32 && !key[n] && text_ok(value, strlen(value));
 }
 
 /* One "key=value" line. An unknown key is a newer nbdattach's and is skipped: a downgraded
@@ -74,7 +74,7 @@ static int parse_line(char *line, struct state_rec *r, unsigned *seen)
 	for (k = 0; k < sizeof(keys) / sizeof(keys[0]) && strcmp(line, keys[k]); k++)
 		;
 	if (k == sizeof(keys) / sizeof(keys[0])) /* a newer version's: not ours to judge */
-		return key_wellformed(line) && text_ok(v, strlen(v)) ? 0 : -EBADMSG;
+		return state_newer_key_ok(line, v) ? 0 : -EBADMSG;
 	if (*seen & (1u << k))
 		return -EBADMSG;
 	*seen |= 1u << k;
@@ -292,8 +292,9 @@ int state_file_write(const char *sub, const char *name, const char *buf, size_t 
 	fd = openat(dfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
 	if (fd < 0)
 		return -errno;
+	errno = 0; /* a short write sets none: a full /run, as the next write would say */
 	if (write(fd, buf, len) != (ssize_t)len || fsync(fd) < 0 || renameat(dfd, tmp, dfd, name) < 0) {
-		r = errno ? -errno : -EIO;
+		r = errno ? -errno : -ENOSPC;
 		unlinkat(dfd, tmp, 0);
 		return r;
 	}

@@ -56,6 +56,10 @@ struct state_rec {
 
 /* Parses one file's bytes (need not be NUL-terminated). -EBADMSG on anything unexpected. */
 int state_parse(const char *buf, size_t len, struct state_rec *ret);
+/* Whether KEY=VALUE, a key this version does not know, looks like a newer version's (a
+ * lower-case letter, then letters, digits and '-'; a printable value): such a line is skipped,
+ * so that a downgraded cleanup does not take a live record for garbage. */
+bool state_newer_key_ok(const char *key, const char *value);
 /* Serialises REC into BUF; -ENOBUFS if too small, -EINVAL for a field state_parse would refuse. */
 int state_format(const struct state_rec *rec, char *buf, size_t len, size_t *ret_len);
 

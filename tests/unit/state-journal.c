@@ -10,6 +10,7 @@
 
 #include "claims.h"
 #include "devices.h"
+#include "runs.h"
 #include "state.h"
 #include "unit.h"
 
@@ -223,9 +224,38 @@ static void test_claims(void)
 	expect_int("missing newline refused", -EBADMSG, cparse("NBDATTACH_ID=" ID));
 }
 
+#define RUN "pid=1234\nstart=98765\nstep=wait\nchild=1240:98770\n"
+
+static int run_parse_str(const char *s, struct run_rec *r)
+{
+	return run_parse(s, strlen(s), r);
+}
+
+/* A run record: cleanup removes one it cannot read, and the run's processes would then outlive
+ * it, so a newer version's key is skipped as in a device entry; anything else odd is refused. */
+static void test_run_records(void)
+{
+	struct run_rec r;
+
+	expect_int("run record parses", 0, run_parse_str(RUN, &r));
+	unit_check(r.pid == 1234 && r.start == 98765 && !strcmp(r.step, "wait") && r.n_children == 1 &&
+		   r.children[0].pid == 1240 && r.children[0].start == 98770,
+		   "run record: its fields", "pid %" PRId64 " children %u", r.pid, r.n_children);
+	memset(&r, 0, sizeof(r));
+	expect_int("run record: a newer version's key is skipped", 0, run_parse_str(RUN "colour=red\n", &r));
+	unit_check(r.pid == 1234 && r.n_children == 1, "run record: skipping it keeps the rest", "pid %" PRId64, r.pid);
+	expect_int("run record: a malformed key refused", -EBADMSG, run_parse_str(RUN "Colour=red\n", &r));
+	expect_int("run record: an unknown key's control character refused", -EBADMSG,
+		   run_parse_str(RUN "colour=r\x01d\n", &r));
+	expect_int("run record: a second pid refused", -EBADMSG, run_parse_str(RUN "pid=1\n", &r));
+	expect_int("run record: a second step refused", -EBADMSG, run_parse_str(RUN "step=end\n", &r));
+	expect_int("run record: no start refused", -EBADMSG, run_parse_str("pid=1\nstep=wait\n", &r));
+}
+
 int main(void)
 {
 	test_claims();
+	test_run_records();
 	test_parse();
 	test_format();
 	test_lock();
