@@ -125,19 +125,28 @@ static int trim_range(struct discarder *d, uint64_t a, uint64_t b)
 	return 0;
 }
 
+/* The whole granules inside [START, END) that may be trimmed, [*RET_A, *RET_B); false when
+ * there are none. A granule that straddles the export end never may. */
+static bool inner_granules(const struct discarder *d, uint64_t start, uint64_t end, uint64_t *ret_a,
+			   uint64_t *ret_b)
+{
+	uint64_t g = d->gran, last = d->size & ~(g - 1);
+
+	if (start > UINT64_MAX - (g - 1))
+		return false;
+	*ret_a = (start + g - 1) & ~(g - 1);
+	*ret_b = (end & ~(g - 1)) < last ? end & ~(g - 1) : last;
+	return *ret_a < *ret_b;
+}
+
 /* Trims the whole granules inside fragment I and keeps only its unaligned ends. */
 static int settle(struct discarder *d, size_t i)
 {
 	struct frag f = d->v[i];
-	uint64_t g = d->gran, last = d->size & ~(g - 1); /* a granule past `last` straddles the end */
-	uint64_t a = (f.start + g - 1) & ~(g - 1), b = f.end & ~(g - 1);
+	uint64_t a, b;
 	int r;
 
-	if (f.start > UINT64_MAX - (g - 1))
-		return 0;
-	if (b > last)
-		b = last;
-	if (a >= b)
+	if (!inner_granules(d, f.start, f.end, &a, &b))
 		return 0;
 	r = trim_range(d, a, b);
 	if (r < 0)
@@ -171,6 +180,14 @@ int discarder_ack(struct discarder *d, uint64_t offset, uint64_t length)
 	if (offset + length > d->size)
 		return -ERANGE;
 	r = insert(d, offset, offset + length, &i);
+	if (r == -ENOSPC) {
+		/* No room to remember its ends (it touches no fragment, or it would have merged):
+		 * its own whole granules are trimmed all the same, its ends forgotten. */
+		uint64_t a, b;
+		int e = inner_granules(d, offset, offset + length, &a, &b) ? trim_range(d, a, b) : 0;
+
+		return e < 0 ? e : r;
+	}
 	return r < 0 ? r : settle(d, i);
 }
 

@@ -27,7 +27,8 @@ typedef int (*discard_trim_fn)(void *opaque, uint64_t offset, uint64_t length);
 int discarder_new(uint64_t size, uint64_t granularity, discard_trim_fn trim, void *opaque,
 		  struct discarder **ret);
 /* Acknowledges [offset, offset+length). -EINVAL zero length or overflow, -ERANGE past the end,
- * -ENOSPC too many fragments, or the trim function's error. */
+ * -ENOSPC too many fragments (the range's own whole granules are trimmed still, its unaligned
+ * ends forgotten), or the trim function's error. */
 int discarder_ack(struct discarder *d, uint64_t offset, uint64_t length);
 uint64_t discarder_pending(const struct discarder *d);   /* bytes remembered, not trimmed */
 void discarder_free(struct discarder *d);

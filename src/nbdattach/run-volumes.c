@@ -323,8 +323,13 @@ int volume_ack(struct volume *v, uint64_t offset, uint64_t length)
 		return r;
 	if (nbd_trimmer_error(v->trimmer) < 0)
 		stop_discards(v, nbd_trimmer_error(v->trimmer));
-	else if (r < 0) /* -ENOSPC, -ENOMEM: this range stays, the next may go */
+	else if (r == -ENOSPC && !v->fragments_warned) /* once: a provider may send a million */
+		log_error("warning: volume '%s': too many partly acknowledged granules to remember: the "
+			  "unaligned ends of further acknowledgements may not be discarded", v->name);
+	else if (r < 0 && r != -ENOSPC) /* -ENOMEM: this range stays, the next may go */
 		log_error("warning: volume '%s': discard failed: %s", v->name, strerror(-r));
+	if (r == -ENOSPC)
+		v->fragments_warned = true;
 	return 0;
 }
 

@@ -48,6 +48,7 @@ struct volume {
 	bool map_counted;
 	struct nbd_trimmer *trimmer; /* NULL when discards are off or impossible */
 	struct discarder *disc;
+	bool fragments_warned;           /* the discarder ran out of room for partial granules */
 	uint64_t trimmed, trim_requests; /* kept when disc is freed */
 };
 

@@ -117,9 +117,23 @@ static void test_bounded(void)
 	struct discarder *d = mk(&l, UINT64_C(1) << 40);
 	int r = 0;
 
-	for (uint64_t i = 0; r == 0 && i < DISCARD_FRAGMENTS_MAX + 10; i++)
+	uint64_t i, far;
+
+	for (i = 0; r == 0 && i < DISCARD_FRAGMENTS_MAX + 10; i++)
 		r = discarder_ack(d, i * 2 * G, 1);
 	expect_int("scattered fragments are capped", -ENOSPC, r);
+	expect_int("capped at DISCARD_FRAGMENTS_MAX", DISCARD_FRAGMENTS_MAX + 1, i);
+	unit_check(l.n == 0, "nothing trimmed of the scattered bytes", "%u trims", l.n);
+	/* full: an ack that touches no fragment still has its own whole granules trimmed, and only
+	 * those (its unaligned ends are forgotten, never trimmed) */
+	far = (i + 10) * 2 * G;
+	expect_int("full: an ack elsewhere says ENOSPC", -ENOSPC, discarder_ack(d, far - 4096, 16 * G + 8192));
+	unit_check(l.n == 1 && l.off[0] == far && l.len[0] == 16 * G, "full: its whole granules trimmed, only they",
+		   "n=%u off=%" PRIu64 " len=%" PRIu64, l.n, l.n ? l.off[0] : 0, l.n ? l.len[0] : 0);
+	unit_check(!l.misaligned, "full: no misaligned trim", "one was");
+	/* an ack that merges with a remembered fragment needs no room: completing granule 0 trims it */
+	expect_int("full: completing a remembered granule", 0, discarder_ack(d, 1, G - 1));
+	unit_check(l.n == 2 && l.off[1] == 0 && l.len[1] == G, "full: the completed granule trimmed", "n=%u", l.n);
 	discarder_free(d);
 }
 
