@@ -82,6 +82,9 @@ overrun() {
 defer '[ -n "$mpid" ] && kill -CONT "$mpid"'
 overrun monitor "$mpid" b "$nb" a "$na"
 check "a's monitor releases a after the overrun" wait_released "$na"
+# The monitor removes the entry after its DISCONNECT returns, which may be after the kernel has
+# dropped the device's pid attribute.
+for i in $(seq 100); do [ -e "$sd/$na" ] || break; sleep 0.1; done
 check "a's journal entry is gone" test ! -e "$sd/$na"
 for i in $(seq 100); do kill -0 "$mpid" 2>/dev/null || break; sleep 0.1; done
 check "a's monitor has exited" sh -c "! kill -0 $mpid 2>/dev/null"
