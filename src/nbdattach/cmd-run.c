@@ -55,6 +55,7 @@ struct run {
 	size_t ack_drained;          /* bytes read after the provider exited */
 	int64_t kill_at_ms;          /* SIGKILL for the provider after a forwarded signal */
 	int64_t release_at_ms;       /* detach, if the provider outlives that SIGKILL */
+	bool stuck;                  /* it did: its volumes are being detached */
 	bool interrupted;            /* a termination signal came: no waiting for TRIMs */
 	bool helper_failed;          /* 125 when the provider exits 0 */
 	bool fatal;                  /* 125 whatever the provider's status */
@@ -507,8 +508,12 @@ static void dispatch(struct run *run, const struct pollfd *p)
  * provider can die and the signal end the run. */
 static void release_stuck(struct run *run)
 {
-	log_error("the provider outlived SIGKILL by %" PRIu64 " s (waiting for its server?): detaching its volumes",
-		  run->o.grace_s ? run->o.grace_s : 1);
+	bool left = false;
+
+	if (!run->stuck)
+		log_error("the provider outlived SIGKILL by %" PRIu64 " s (waiting for its server?): detaching "
+			  "its volumes", run->o.grace_s ? run->o.grace_s : 1);
+	run->stuck = true;
 	run->helper_failed = true;
 	run->release_at_ms = -1;
 	for (unsigned i = 0; i < run->o.n; i++) {
@@ -517,8 +522,11 @@ static void release_stuck(struct run *run)
 		volume_close_discards(v);
 		if (v->attached && !v->released)
 			journal_step(&run->journal, "detach", v->name);
-		volume_release(&run->o, v, true);
+		if (volume_release(&run->o, v, true) < 0)
+			left = true;
 	}
+	if (left) /* a failed detach is tried again, once a second */
+		run->release_at_ms = now_ms() + 1000;
 }
 
 static void wait_provider(struct run *run)
@@ -531,7 +539,9 @@ static void wait_provider(struct run *run)
 		if (run->kill_at_ms >= 0 && now_ms() >= run->kill_at_ms) {
 			kill(-run->provider, SIGKILL);
 			run->kill_at_ms = -1;
-			run->release_at_ms = now_ms() + (int64_t)(run->o.grace_s ? run->o.grace_s : 1) * 1000;
+			/* armed once: further signals (a second Ctrl-C) do not put it off */
+			if (run->release_at_ms < 0 && !run->stuck)
+				run->release_at_ms = now_ms() + (int64_t)(run->o.grace_s ? run->o.grace_s : 1) * 1000;
 		}
 		if (run->release_at_ms >= 0 && now_ms() >= run->release_at_ms)
 			release_stuck(run);
