@@ -4,11 +4,17 @@
  * socket= we read otherwise than libnbd, or whose rewrite changes anything but that value, would
  * connect unpinned. Invariants: a URI is rewritten only when exactly one unambiguous socket= was
  * read, and it then succeeds for an absolute path; it reads back as the descriptor's path, and differs from
- * the URI in one contiguous range only, which decodes to the path that was read. */
+ * the URI in one contiguous range only, which decodes to the path that was read. And libnbd
+ * itself (its connect(2) interposed here: nothing is ever connected) goes to the path we read
+ * for a URI we read one in, and to the descriptor alone for the rewrite. */
 #include <errno.h>
+#include <libnbd.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 
 #include "pin.h"
 
@@ -59,8 +65,46 @@ static int is_splice(const char *uri, const char *out, const char *path)
 	return 0;
 }
 
+static char connected[sizeof(((struct sockaddr_un *)0)->sun_path) + 1];
+static int connects;
+
+/* libnbd's connect(2): records the unix socket path it was given, and fails. */
+int connect(int fd, const struct sockaddr *sa, socklen_t len)
+{
+	size_t off = offsetof(struct sockaddr_un, sun_path), n;
+
+	(void)fd;
+	connects++;
+	connected[0] = 0;
+	if (sa->sa_family == AF_UNIX && len > off) {
+		n = strnlen(((const struct sockaddr_un *)sa)->sun_path, len - off);
+		n = n < sizeof(connected) - 1 ? n : sizeof(connected) - 1;
+		memcpy(connected, ((const struct sockaddr_un *)sa)->sun_path, n);
+		connected[n] = 0;
+	}
+	errno = ECONNREFUSED;
+	return -1;
+}
+
+/* The unix socket path libnbd tries for URI (set up as the helper sets it up), or NULL. */
+static const char *libnbd_path(const char *uri)
+{
+	struct nbd_handle *h;
+
+	if (strncmp(uri, "nbd+unix://", 11))
+		return NULL; /* no TCP (name lookups) or vsock here */
+	h = nbd_create();
+	if (!h || nbd_set_uri_allow_tls(h, LIBNBD_TLS_DISABLE) < 0 || nbd_set_uri_allow_local_file(h, false) < 0)
+		abort();
+	connects = 0;
+	(void)nbd_connect_uri(h, uri);
+	nbd_close(h);
+	return connects ? connected : NULL;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
+	const char *via;
 	static char uri[FUZZ_URI_MAX + 1], path[FUZZ_URI_MAX + 1], out[2 * FUZZ_URI_MAX], back[64];
 	int r, w;
 
@@ -78,12 +122,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	/* an absolute path (the only kind commands accept) is always rewritten: OUT holds twice URI */
 	if (r == 0 && path[0] == '/' && w < 0)
 		abort();
+	/* libnbd reads the path we read (or tries none) */
+	if (r == 0 && (via = libnbd_path(uri)) && strcmp(via, path))
+		abort();
 	if (w < 0)
 		return 0;
 	/* the rewrite reads back as the descriptor and differs only where socket='s value was */
 	if (uri_socket_path(out, back, sizeof(back)) != 0 || strcmp(back, FD_PATH))
 		abort();
 	if (!is_splice(uri, out, r == 0 ? path : NULL))
+		abort();
+	/* and connects the rewrite to the descriptor or to nothing */
+	if ((via = libnbd_path(out)) && strcmp(via, FD_PATH))
 		abort();
 	return 0;
 }
