@@ -22,7 +22,7 @@ struct server_pin;
  * *ret is set even on failure, so the caller can read blockstatus_error(); free it with
  * blockstatus_free(). -ENOENT: the export does not offer the context; -EINVAL: empty export;
  * -ESTALE: SERVER (when not NULL and known) names another uid than the one that created the
- * listening unix socket (pin.h).
+ * listening unix socket (pin.h); -EPROTO: the kernel does not say who did.
  */
 int blockstatus_connect(const char *uri, const char *context, const struct server_pin *server,
 			struct blockstatus **ret);

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "blockstatus.h"
@@ -36,6 +37,7 @@ struct map_opts {
 	int output_fd;      /* -1: none given */
 	uint64_t granularity;
 	struct server_pin server; /* known: --server-uid given (uid only) */
+	int socket_fd;      /* -1: connect by the socket= path */
 };
 
 /* Text output goes through this buffer with write(2): no stdio, so errors are ours to see. */
@@ -252,9 +254,13 @@ static int parse_opt(struct map_opts *o, int c, const char *arg, bool *full)
 			return -EINVAL;
 		o->granularity = v;
 		return 0;
+	case 'S':
+		if (parse_num_opt("--socket-fd", arg, 0, INT32_MAX, &v) < 0)
+			return -EINVAL;
+		o->socket_fd = (int)v;
+		return 0;
 	case 'u':
-		/* (uid_t)-1 is no uid: it is what the kernel reports when it cannot tell */
-		if (parse_num_opt("--server-uid", arg, 0, UINT32_MAX - 1, &v) < 0)
+		if (parse_num_opt("--server-uid", arg, 0, UINT32_MAX, &v) < 0)
 			return -EINVAL;
 		o->server = (struct server_pin){ .known = true, .uid = (uint32_t)v };
 		return 0;
@@ -289,13 +295,14 @@ static int parse_args(int argc, char **argv, struct map_opts *o)
 		{ "output-fd", required_argument, NULL, 'd' },
 		{ "granularity", required_argument, NULL, 'g' },
 		{ "server-uid", required_argument, NULL, 'u' },
+		{ "socket-fd", required_argument, NULL, 'S' },
 		OPT_HELP,
 		{ 0 }
 	};
 	bool full = false;
 	int c;
 
-	*o = (struct map_opts){ .format = FMT_BINARY, .output_fd = -1, .granularity = 65536 };
+	*o = (struct map_opts){ .format = FMT_BINARY, .output_fd = -1, .granularity = 65536, .socket_fd = -1 };
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, ":h", lo, NULL)) != -1) {
 		if (c == '?' || c == ':')
@@ -480,7 +487,7 @@ int cmd_map(int argc, char **argv)
 {
 	_cleanup_free_ char *context = NULL;
 	struct blockstatus *bs = NULL;
-	char label[STATE_URI_MAX + 4096];
+	char pinned[STATE_URI_MAX + 32];
 	const char *connect;
 	struct map_opts o;
 	struct target t;
@@ -492,13 +499,22 @@ int cmd_map(int argc, char **argv)
 	connect = o.uri;
 	if (usage_bad_uri("map", o.uri) < 0)
 		return EXIT_USAGE;
-	if (o.server.known && strncmp(o.uri, "nbd+unix://", 11)) {
-		log_usage("map: --server-uid needs an nbd+unix:// URI");
+	if ((o.server.known || o.socket_fd >= 0) && strncmp(o.uri, "nbd+unix://", 11)) {
+		log_usage("map: %s needs an nbd+unix:// URI", o.server.known ? "--server-uid" : "--socket-fd");
 		return EXIT_USAGE;
 	}
-	/* run's map writer connects through a pinned descriptor; messages name the socket's path */
-	if (pin_uri_label(connect, label, sizeof(label)) == 0)
-		o.uri = label;
+	/* run's map writer: through the socket its parent pinned (pin.h), passed open */
+	if (o.socket_fd >= 0) {
+		struct stat st;
+
+		if (fstat(o.socket_fd, &st) < 0 || !S_ISSOCK(st.st_mode))
+			return fail_map(&o, "--socket-fd does not name an open socket");
+		(void)fcntl(o.socket_fd, F_SETFD, FD_CLOEXEC);
+		r = pin_uri_for_fd(o.uri, o.socket_fd, pinned, sizeof(pinned));
+		if (r < 0)
+			return fail_map(&o, strerror(-r));
+		connect = pinned;
+	}
 	if (o.bitmap && asprintf(&context, BITMAP_PREFIX "%s", o.bitmap) < 0)
 		return fail_map(&o, strerror(ENOMEM));
 	r = blockstatus_connect(connect, context, &o.server, &bs);

@@ -33,7 +33,8 @@ static const struct command commands[] = {
 	{ "list", cmd_list, "list [--json]" },
 	{ "status", cmd_status, "status DEVICE" },
 	{ "map", cmd_map, "map URI [--bitmap NAME|--full] [--format binary|text|nbdinfo]\n"
-			  "        [--granularity BYTES] [--output FILE|--output-fd N] [--server-uid UID]" },
+			  "        [--granularity BYTES] [--output FILE|--output-fd N] [--server-uid UID]\n"
+			  "        [--socket-fd N]" },
 	{ "discard", cmd_discard, "discard [--granularity G] DEVICE|URI OFFSET LENGTH" },
 	{ "cleanup", cmd_cleanup, "cleanup [--device DEVICE] [--udev-timeout S] [--probe-timeout S]" },
 	{ "monitor", cmd_monitor, "monitor [--dead-conn-timeout S] [--events-fd FD] --identifier ID DEVICE (started by attach)" },

@@ -126,22 +126,6 @@ int pin_uri_for_fd(const char *uri, int fd, char *buf, size_t cap)
 	return r;
 }
 
-int pin_uri_label(const char *uri, char *buf, size_t cap)
-{
-	char path[32], target[4096];
-	int fd, end = 0;
-	ssize_t n;
-
-	if (uri_socket_path(uri, path, sizeof(path)) < 0 || sscanf(path, "/proc/self/fd/%d%n", &fd, &end) != 1 ||
-	    path[end])
-		return -EINVAL;
-	n = readlink(path, target, sizeof(target) - 1);
-	if (n <= 0)
-		return -EINVAL;
-	target[n] = 0;
-	return replace_socket(uri, target, buf, cap);
-}
-
 /* The socket's identity: its inode, and its birth time where the filesystem keeps one (ext4
  * hands a freed inode number to the next file at once; the birth time tells them apart). */
 static int identify(int dirfd, const char *path, int flags, struct server_pin *ret)

@@ -41,9 +41,6 @@ const char *pin_strerror(int r);
  * socket-activated server, its activator's), into PIN; -ESTALE (PIN still set) when EXPECT
  * knows another, -EPROTO when the kernel does not say. */
 int pin_peer(struct nbd_handle *h, const struct server_pin *expect, struct server_pin *pin);
-/* For messages: URI whose socket= is a pinned /proc/self/fd/N, naming the path it was opened
- * as instead; -EINVAL for any other URI. */
-int pin_uri_label(const char *uri, char *buf, size_t cap);
 /* URI with its socket= value replaced by /proc/self/fd/FD (ours, or a child's descriptor). */
 int pin_uri_for_fd(const char *uri, int fd, char *buf, size_t cap);
 

@@ -185,9 +185,9 @@ static int map_memfd(struct volume *v, const char *pinned)
  * constant memory at both ends whatever the map's size. */
 static int map_pipe(struct volume *v, const struct pinned_uri *pin, struct run_rec *j, const char *run_id)
 {
-	char gran[24], uid[24], env[128], uri[sizeof(pin->uri)];
+	char gran[24], uid[24], env[128];
 	char *argv[] = { "nbdattach", "map", "--granularity", gran, "--output-fd", "3", NULL, NULL, NULL, NULL,
-			 NULL, NULL, NULL };
+			 NULL, NULL, NULL, NULL, NULL };
 	int n = 6;
 	char *envp[] = { env, "PATH=/usr/sbin:/usr/bin:/sbin:/bin", NULL };
 	int p[2], r;
@@ -196,11 +196,8 @@ static int map_pipe(struct volume *v, const struct pinned_uri *pin, struct run_r
 	snprintf(gran, sizeof(gran), "%" PRIu64, v->granularity);
 	snprintf(env, sizeof(env), "NBDATTACH_RUN_ID=%s", run_id);
 	/* The writer connects through the pinned socket, its descriptor 4, to the attach's server. */
-	snprintf(uri, sizeof(uri), "%s", pin->uri);
-	if (pin->fd >= 0 && (r = pin_uri_for_fd(v->uri, 4, uri, sizeof(uri))) < 0) {
-		log_error("cannot map volume '%s': %s", v->name, strerror(-r));
-		return r;
-	}
+	if (pin->fd >= 0)
+		argv[n++] = "--socket-fd", argv[n++] = "4";
 	if (v->bitmap[0])
 		argv[n++] = "--bitmap", argv[n++] = v->bitmap;
 	else
@@ -209,7 +206,7 @@ static int map_pipe(struct volume *v, const struct pinned_uri *pin, struct run_r
 		snprintf(uid, sizeof(uid), "%" PRIu32, v->st.server.uid);
 		argv[n++] = "--server-uid", argv[n++] = uid;
 	}
-	argv[n] = uri;
+	argv[n] = (char *)v->uri;
 	if (pipe2(p, O_CLOEXEC) < 0)
 		return -errno;
 	fds[0].from = p[1];

@@ -43,8 +43,14 @@ one_line "bitmap name not ASCII: usage" 2 "invalid --bitmap name" "$NBDATTACH" m
 one_line "--output with --output-fd: usage" 2 "mutually exclusive" "$NBDATTACH" map x --output f --output-fd 3
 one_line "--server-uid with nbd://: usage" 2 "map: --server-uid needs an nbd+unix:// URI" \
 	"$NBDATTACH" map nbd://localhost/e --server-uid 0
-one_line "--server-uid (uid_t)-1: usage" 2 "invalid --server-uid '4294967295'" \
-	"$NBDATTACH" map "nbd+unix:///e?socket=/x" --server-uid 4294967295
+one_line "--server-uid over 32 bits: usage" 2 "invalid --server-uid '4294967296'" \
+	"$NBDATTACH" map "nbd+unix:///e?socket=/x" --server-uid 4294967296
+one_line "--socket-fd with nbd://: usage" 2 "map: --socket-fd needs an nbd+unix:// URI" \
+	"$NBDATTACH" map nbd://localhost/e --socket-fd 3
+one_line "--socket-fd not open: one line, exit 1" 1 "cannot map 'nbd+unix:///e?socket=/x': --socket-fd does not name an open socket\$" \
+	"$NBDATTACH" map "nbd+unix:///e?socket=/x" --socket-fd 9
+one_line "--socket-fd of a regular file: one line, exit 1" 1 "--socket-fd does not name an open socket\$" \
+	"$NBDATTACH" map "nbd+unix:///e?socket=/x" --socket-fd 3 3<"$0"
 
 if command -v qemu-nbd >/dev/null; then
 	img_create "$dir/a.qcow2" 1M
@@ -66,6 +72,13 @@ if command -v qemu-nbd >/dev/null; then
 		"cannot map '.*q.sock': the server's socket was created by uid $(id -u), not uid 12345\$" \
 		"$NBDATTACH" map "$(qnbd_uri "$dir/q.sock")" --bitmap b --format text --server-uid 12345
 	expect_eq "--server-uid of another uid: nothing written" 0 "$(wc -c <"$dir/out")"
+	# --socket-fd: through the descriptor (opened O_PATH on the socket), whatever the path names
+	expect_eq "--socket-fd: mapped through the descriptor, not the path" "0 65536 end 1 65536" \
+		"$(python3 -c 'import os, subprocess, sys
+os.dup2(os.open(sys.argv[1], os.O_PATH), 5)
+sys.exit(subprocess.call(sys.argv[2:], pass_fds=[5]))' "$dir/q.sock" \
+			"$NBDATTACH" map "$(qnbd_uri "$dir/missing.sock")" --bitmap b --format text --socket-fd 5 |
+			tr '\n' ' ' | sed 's/ $//')"
 	# The longest bitmap name a command takes fills the map header's context (1024 bytes).
 	long=$(printf 'b%.0s' $(seq 1006))
 	img_create "$dir/l.qcow2" 1M

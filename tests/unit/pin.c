@@ -31,20 +31,6 @@ static void expect_rewrite(const char *desc, const char *uri, const char *want)
 	unit_check(r == 0 && !strcmp(buf, want), desc, "got %d [%s], want [%s]", r, buf, want);
 }
 
-/* pin_uri_label: the path a /proc/self/fd/N socket= was opened as (here a directory's). */
-static void test_label(void)
-{
-	char uri[64], buf[128] = "";
-	int fd = open("/tmp", O_PATH | O_CLOEXEC);
-
-	snprintf(uri, sizeof(uri), "nbd+unix:///d?socket=/proc/self/fd/%d&x=1", fd);
-	unit_check(pin_uri_label(uri, buf, sizeof(buf)) == 0 && !strcmp(buf, "nbd+unix:///d?socket=/tmp&x=1"),
-		   "a pinned descriptor named by its path", "[%s]", buf);
-	expect_int("another URI has no label", -EINVAL, pin_uri_label("nbd+unix:///d?socket=/proc/self/fd/3x", buf,
-									  sizeof(buf)));
-	close(fd);
-}
-
 static void test_paths(void)
 {
 	char longv[128];
@@ -68,7 +54,6 @@ static void test_paths(void)
 	expect_path("longer than the buffer", longv, -ENAMETOOLONG, NULL);
 	expect_rewrite("value replaced, the rest kept", "nbd+unix:///d?a=1&socket=/x%20y&b=2",
 		       "nbd+unix:///d?a=1&socket=/proc/self/fd/4&b=2");
-	test_label();
 	expect_rewrite("value at the end", "nbd+unix:///?socket=/x", "nbd+unix:///?socket=/proc/self/fd/4");
 }
 
