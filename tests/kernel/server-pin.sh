@@ -6,7 +6,8 @@
 #   reaches the device's own server (its range reads zeros: the positive control);
 # - a run stopped at its map step while the path is swapped: its map is refused, nothing left;
 # - a --no-monitor device whose server was restarted on the same path: the new server's answer
-#   is not taken for the device's (cleanup keeps it with a warning, discards are refused).
+#   is not taken for the device's (cleanup keeps it with a warning, discards are refused);
+# - the longest URI a run takes maps through the pinned socket with either transport.
 # (Another uid listening on the same inode needs an inode number reused: tests/unit/discard.c.)
 . "$(dirname "$0")/../lib.sh"
 in_vm || { skip "server-pin" "runs only inside the test VM"; exit 0; }
@@ -103,6 +104,23 @@ else
 	expect_eq "discard to the restarted server refused" \
 		"nbdattach: cannot discard on '$dev': its socket path now leads to another socket than it was attached to" "$out"
 fi
+
+# The longest URI a run takes (2047 bytes) is mapped by the pipe transport's writer as by the
+# memfd path: the writer gets the URI as given and the pinned socket as a descriptor. (A socket
+# path shorter than /proc/self/fd/4, rewritten to it, would make the URI too long.)
+ln -s "$tmp/a.sock" /run/npin
+defer "rm -f /run/npin"
+base="nbd+unix:///disk?socket=/run/npin&pad="
+long=$base$(printf '%*s' $((2047 - ${#base})) '' | tr ' ' x)
+expect_eq "the long URI is 2047 bytes" 2047 "${#long}"
+for transport in memfd pipe; do
+	out=$("$NBDATTACH" run --map "$transport" --tag pinlong --volume "name=l,uri=$long" -- \
+		sh -c '"$1" /dev/fd/4 | tail -n 1' sh "$BUILD/tests/helpers/rmap-dump" 2>"$tmp/long.err")
+	rc=$?
+	expect_eq "a 2047-byte URI, $transport map: the whole export ($(tail -n 1 "$tmp/long.err"))" \
+		"0:end 1 $((16 << 20))" "$rc:$out"
+done
+
 "$NBDATTACH" detach "$dev"
 expect_eq "detach" 0 "$?"
 udevadm settle
