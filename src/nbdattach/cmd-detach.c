@@ -100,8 +100,9 @@ static int detach_one(const struct detach_opts *o, uint32_t index)
 			  index, strerror(-r));
 		return EXIT_FAIL;
 	}
-	/* --force on a foreign device: whatever it carries; ours: only while it still is. */
-	r = teardown_device(index, i.ours ? i.backend : NULL, 0, o->udev_timeout_ms, &held);
+	/* Only while it carries the backend checked (--force on a foreign device: its tool's, maybe
+	 * none): a minor detached meanwhile and taken by an attach is that attach's. */
+	r = teardown_device(index, i.backend, 0, o->udev_timeout_ms, &held);
 	if (r == -ESTALE) {
 		log_error("cannot detach '/dev/nbd%" PRIu32 "': it was detached and reused meanwhile", index);
 		return EXIT_FAIL;
