@@ -376,6 +376,14 @@ int attach_device(const struct attach_req *o, struct attach_result *ret, const c
 		forget_stale_records();
 	if (r >= 0)
 		r = check_name_free(o->tag, o->name, ret_what);
+	/* LINK_DEADs so far were other devices', or the previous user's of the minor CONNECT may
+	 * pick: only those after CONNECT count. (An overrun so far dropped only such.) */
+	if (r >= 0 && dw.ev) {
+		for (int k = 0; k < 4 && nbd_nl_events_read(dw.ev) == -ENOBUFS; k++)
+			;
+		dw.n = 0;
+		dw.lost = false;
+	}
 	fault_point("connect", o->name);
 	if (r >= 0 && (r = do_connect(o, &hs, id, &index)) < 0)
 		*ret_what = r == -EBUSY ? "no free nbd device" : "kernel refused CONNECT";
