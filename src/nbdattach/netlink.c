@@ -196,6 +196,8 @@ int nbd_nl_connect(const struct nbd_nl_config *c, uint32_t *ret_index)
 	if (r < 0)
 		return r;
 	r = transact(sk, msg, &rp);
+	if (r < 0 && rp.have_index)
+		(void)nbd_nl_disconnect(rp.index); /* connected, yet its caller hears of a failure */
 	if (r < 0)
 		return r;
 	if (!rp.have_index)
