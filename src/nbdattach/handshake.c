@@ -324,6 +324,15 @@ static bool open_says_gone(int r)
 	return r == -ENOENT || r == -ENOTDIR || r == -ENOTSOCK;
 }
 
+/* Whether libnbd's failure says the server is gone, rather than busy (a full listen backlog
+ * fails a non-blocking connect with EAGAIN) or us short of something. */
+static bool nbd_says_gone(void)
+{
+	int e = nbd_get_errno();
+
+	return e != EAGAIN && e != EINTR && e != ENOMEM && e != ENOBUFS && e != EMFILE && e != ENFILE;
+}
+
 bool hs_server_gone(const char *uri, const struct server_pin *pin, int timeout_ms, bool *ret_replaced)
 {
 	_cleanup_(nbd_closep) struct nbd_handle *h = NULL;
@@ -344,7 +353,7 @@ bool hs_server_gone(const char *uri, const struct server_pin *pin, int timeout_m
 	if (open_handle(p.uri, false, &h) < 0)
 		return false; /* cannot tell */
 	if (nbd_aio_connect_uri(h, p.uri) < 0)
-		return true;
+		return nbd_says_gone();
 	while (!nbd_aio_is_ready(h)) {
 		int64_t left = deadline - now_ms();
 
@@ -353,7 +362,7 @@ bool hs_server_gone(const char *uri, const struct server_pin *pin, int timeout_m
 		if (left <= 0)
 			return false; /* slow is not gone */
 		if (nbd_poll(h, (int)left) < 0)
-			return true;
+			return nbd_says_gone();
 	}
 	if (pin && pin->known && pin_peer(h, pin, &seen) == -ESTALE && ret_replaced)
 		*ret_replaced = true;

@@ -357,6 +357,43 @@ static void test_pinned(const struct server *s)
 	expect_probe("probe: a birth time where none was kept is not compared", s->uri, &bad, false);
 }
 
+/* A server too busy to take another connection (its listen backlog full: a non-blocking connect
+ * fails with EAGAIN) is not gone; a socket nobody listens on any more is. */
+static void test_busy_probe(void)
+{
+	char dir[] = "/tmp/nbdattach-test.XXXXXX", uri[160];
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int l = -1, c[16], n = 0, e = 0;
+
+	if (!unit_check(mkdtemp(dir) != NULL, "probe: temporary directory", "%s", strerror(errno)))
+		return;
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/busy.sock", dir);
+	snprintf(uri, sizeof(uri), "nbd+unix:///?socket=%s", sa.sun_path);
+	l = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (!unit_check(l >= 0 && bind(l, (struct sockaddr *)&sa, sizeof(sa)) == 0 && listen(l, 0) == 0,
+			"probe: a listener with no backlog", "%s", strerror(errno)))
+		goto out;
+	for (; n < 16 && !e; n++) {
+		c[n] = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+		if (connect(c[n], (struct sockaddr *)&sa, sizeof(sa)) < 0)
+			e = errno;
+	}
+	if (unit_check(e == EAGAIN, "probe: its backlog filled (a connect says EAGAIN)", "%s", strerror(e)))
+		unit_check(!hs_server_gone(uri, NULL, 1000, NULL), "probe: a server with a full backlog is busy, not gone",
+			   "taken for gone");
+	close(l);
+	l = -1;
+	unit_check(hs_server_gone(uri, NULL, 1000, NULL), "probe: a socket nobody listens on is gone (the control)",
+		   "not gone");
+	while (n > 0)
+		close(c[--n]);
+out:
+	if (l >= 0)
+		close(l);
+	unlink(sa.sun_path);
+	rmdir(dir);
+}
+
 static void test_trimmer(void)
 {
 	struct server s = { .pid = 0 };
@@ -423,5 +460,6 @@ int main(void)
 	test_random();
 	test_ack_parse();
 	test_trimmer();
+	test_busy_probe();
 	return unit_exit();
 }
