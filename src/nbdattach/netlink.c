@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Generic netlink to the nbd driver: CONNECT (kernel-chosen index), DISCONNECT, STATUS. */
 #include <errno.h>
+#include <fcntl.h>
 #include <netlink/genl/ctrl.h>
 #include <netlink/genl/genl.h>
 #include <netlink/netlink.h>
@@ -302,6 +303,8 @@ int nbd_nl_events_adopt(int fd, nbd_nl_link_dead_fn fn, void *opaque, struct nbd
 {
 	if (fd < 0)
 		return -EBADF;
+	if (fcntl(fd, F_SETFD, FD_CLOEXEC) < 0) /* inherited open across exec; ours alone from now */
+		return -errno;
 	return events_new(fd, fn, opaque, ret);
 }
 

@@ -26,6 +26,12 @@ check "udev database knows the device" udevadm info --query=property --name="$de
 check "status says ours (exit 0)" "$NBDATTACH" status "$dev"
 mon=$(sed -n 's/^pid=//p' "/run/nbdattach/devices/nbd$n")
 expect_eq "the monitor (pid $mon) does not keep attach's directory busy" / "$(readlink "/proc/$mon/cwd")"
+# Every descriptor the monitor holds is close-on-exec, the LINK_DEAD socket it took over too.
+open_fds=$(for f in /proc/"$mon"/fdinfo/*; do
+	fl=$(sed -n 's/^flags:[[:space:]]*//p' "$f")
+	[ $(( 0$fl & 02000000 )) = 0 ] && printf '%s ' "${f##*/}"
+done)
+expect_eq "the monitor's descriptors are all close-on-exec (but 0-2)" "0 1 2 " "$open_fds"
 # One device per TAG/NAME: a second would share the stable link /dev/nbdattach/test/disk0.
 out=$("$NBDATTACH" attach --tag test --name disk0 "$(qnbd_uri "$sock")" 2>&1); rc=$?
 expect_eq "a second test/disk0 is refused, in one line" \
