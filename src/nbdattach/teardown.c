@@ -13,39 +13,26 @@
 #include "teardown.h"
 #include "udev.h"
 
-/* The queue settings attach made, as read before restoring the device's own. */
-struct queue {
-	bool saved;
-	uint32_t ours_ra, ours_max, ours_nomerges; /* KiB, KiB, mode */
-};
-
-/* Puts back the queue settings attach changed, while the device is still connected to us:
- * once disconnected, the minor may already belong to someone else's next CONNECT. */
-static void restore_queue(uint32_t index, struct queue *q)
+/* The queue settings the device had before attach changed them, from its journal entry, read
+ * while the device still carries BACKEND. */
+static bool saved_queue(uint32_t index, const char *backend, struct state_rec *s)
 {
-	struct state_rec s;
-	char backend[DEV_ID_MAX + 2];
-
-	if (state_read(index, &s) < 0 || !s.saved_queue ||
-	    dev_read_attr(index, "backend", backend, sizeof(backend)) < 0 || strcmp(backend, s.identifier) ||
-	    dev_get_queue(index, &q->ours_ra, &q->ours_max, &q->ours_nomerges) < 0)
-		return;
-	q->saved = true;
-	/* Best effort: failing to restore a tuning knob must not keep the device attached. */
-	(void)dev_set_read_ahead(index, s.saved_read_ahead_kb);
-	(void)dev_set_max_request(index, (uint64_t)s.saved_max_sectors_kb * 1024);
-	(void)dev_set_nomerges(index, s.saved_nomerges);
+	return backend[0] && state_read(index, s) == 0 && s->saved_queue && !strcmp(s->identifier, backend);
 }
 
-/* DISCONNECT failed and the device stays ours: without read-ahead 0, the one-granule cap and
- * merging off, its reads would leave the dirty regions, or span copied and uncopied clusters. */
-static void reapply_queue(uint32_t index, const struct queue *q)
+static bool still_held(uint32_t index, const char *backend);
+
+/* After DISCONNECT, puts them back: before it, a reader still holding the device would again
+ * have its requests merged and read ahead across clusters while the server still answers. The
+ * minor is left alone once someone else's CONNECT has it (no nbdattach's: the lock is ours). */
+static void restore_queue(uint32_t index, const char *backend, const struct state_rec *s)
 {
-	if (!q->saved)
+	if (dev_is_started(index) && !still_held(index, backend))
 		return;
-	(void)dev_set_read_ahead(index, q->ours_ra);
-	(void)dev_set_max_request(index, (uint64_t)q->ours_max * 1024);
-	(void)dev_set_nomerges(index, q->ours_nomerges);
+	/* Best effort: a tuning knob that cannot be put back is no reason to fail the detach. */
+	(void)dev_set_read_ahead(index, s->saved_read_ahead_kb);
+	(void)dev_set_max_request(index, (uint64_t)s->saved_max_sectors_kb * 1024);
+	(void)dev_set_nomerges(index, s->saved_nomerges);
 }
 
 /* Under the lock: is INDEX still the device we mean to tear down? */
@@ -125,8 +112,8 @@ int teardown_device(uint32_t index, const char *identifier, unsigned flags, int 
 	_cleanup_(state_unlock) int lock = -1;
 	struct udev_wait *w = NULL;
 	char backend[DEV_ID_MAX + 2];
-	struct queue q = { 0 };
-	bool held = false;
+	struct state_rec saved;
+	bool held = false, restore;
 	int r, rd;
 
 	r = state_lock(&lock);
@@ -138,10 +125,10 @@ int teardown_device(uint32_t index, const char *identifier, unsigned flags, int 
 	/* Subscribe first: the kernel emits the "change" event inside DISCONNECT's teardown. */
 	if (udev_wait_new(&w) < 0)
 		w = NULL;
-	restore_queue(index, &q);
+	restore = saved_queue(index, backend, &saved);
 	r = rd = nbd_nl_disconnect(index);
-	if (rd < 0)
-		reapply_queue(index, &q);
+	if (rd == 0 && restore)
+		restore_queue(index, backend, &saved);
 	/* Only our own records go, and before the lock does: the next CONNECT may pick this
 	 * minor as soon as it is released, and journal it under the same name. */
 	if (r == 0 && backend[0]) {

@@ -67,9 +67,13 @@ released_state() {
 	check_fails "$1: release record removed by udev's cleanup" test -e "/run/nbdattach/released/$2"
 }
 
-# --- detach of a device held open by this shell.
-dev=$("$NBDATTACH" attach --tag h --name a "$uri") || fail "attach a"
+# --- detach of a device held open by this shell. Its queue settings (here the request cap) are
+# put back after the DISCONNECT, while the device is still held: it is ours until the last close.
+set_free_queues 256 512 1
+dev=$("$NBDATTACH" attach --tag h --name a --max-request 65536 "$uri") || fail "attach a"
 n=${dev#/dev/}
+queue() { echo "$(cat "/sys/block/$n/queue/read_ahead_kb") $(cat "/sys/block/$n/queue/max_sectors_kb") $(cat "/sys/block/$n/queue/nomerges")"; }
+expect_eq "a: requests capped at 64 KiB" "256 64 1" "$(queue)"
 id=$(cat "/sys/block/$n/backend")
 check "a: stable link made" test -e /dev/nbdattach/h/a
 expect_eq "a: one monitor" 1 "$(monitor_of "$id" | wc -l)"
@@ -83,6 +87,7 @@ case "$(cat "$tmp/err")" in
 *) fail "a: the warning says why" "got: $(cat "$tmp/err")" ;;
 esac
 expect_eq "a: one NBD_DISCONNECT" 1 "$(disconnects "$n")"
+expect_eq "a: held open, its queue settings are back" "256 512 1" "$(queue)"
 held_state a "$n" "$id"
 "$NBDATTACH" detach "$dev" 2>"$tmp/err"; rc=$?
 expect_eq "a: a second detach exits 1" 1 "$rc"
