@@ -352,8 +352,10 @@ bool hs_server_gone(const char *uri, const struct server_pin *pin, int timeout_m
 		return open_says_gone(r);
 	if (open_handle(p.uri, false, &h) < 0)
 		return false; /* cannot tell */
+	/* libnbd 1.14 fails a name lookup here with errno 0 (a resolver restarting, say): that
+	 * cannot tell either. */
 	if (nbd_aio_connect_uri(h, p.uri) < 0)
-		return nbd_says_gone();
+		return nbd_get_errno() != 0 && nbd_says_gone();
 	while (!nbd_aio_is_ready(h)) {
 		int64_t left = deadline - now_ms();
 

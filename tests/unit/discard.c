@@ -385,6 +385,9 @@ static void test_busy_probe(void)
 	l = -1;
 	unit_check(hs_server_gone(uri, NULL, 1000, NULL), "probe: a socket nobody listens on is gone (the control)",
 		   "not gone");
+	/* a name that does not resolve (now) says nothing of the server behind it */
+	unit_check(!hs_server_gone("nbd://no-such-host.invalid/", NULL, 1000, NULL),
+		   "probe: a failed name lookup is not a gone server", "taken for gone");
 	while (n > 0)
 		close(c[--n]);
 out:
