@@ -1,8 +1,12 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
 
 #include "claims.h"
 #include "cleanup.h"
@@ -22,9 +26,28 @@ static bool saved_queue(uint32_t index, const char *backend, struct state_rec *s
 
 static bool still_held(uint32_t index, const char *backend);
 
+/* The device, opened read-only: held across DISCONNECT, its configuration, and so the minor,
+ * stays ours until we close it, and no CONNECT (another tool's either) can take the minor
+ * before its settings are back. -1 when it cannot be opened. */
+static int hold_device(uint32_t index)
+{
+	char path[32];
+	struct stat st;
+	int fd;
+
+	snprintf(path, sizeof(path), "/dev/nbd%" PRIu32, index);
+	fd = open(path, O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC);
+	if (fd >= 0 && (fstat(fd, &st) < 0 || !S_ISBLK(st.st_mode) || major(st.st_rdev) != 43)) {
+		close(fd);
+		fd = -1;
+	}
+	return fd;
+}
+
 /* After DISCONNECT, puts them back: before it, a reader still holding the device would again
- * have its requests merged and read ahead across clusters while the server still answers. The
- * minor is left alone once someone else's CONNECT has it (no nbdattach's: the lock is ours). */
+ * have its requests merged and read ahead across clusters while the server still answers.
+ * Where the device could not be held, the minor is left alone once someone else's CONNECT has
+ * it (no nbdattach's: the lock is ours). */
 static void restore_queue(uint32_t index, const char *backend, const struct state_rec *s)
 {
 	if (dev_is_started(index) && !still_held(index, backend))
@@ -114,7 +137,7 @@ int teardown_device(uint32_t index, const char *identifier, unsigned flags, int 
 	char backend[DEV_ID_MAX + 2];
 	struct state_rec saved;
 	bool held = false, restore;
-	int r, rd;
+	int r, rd, hold;
 
 	r = state_lock(&lock);
 	if (r < 0)
@@ -126,9 +149,12 @@ int teardown_device(uint32_t index, const char *identifier, unsigned flags, int 
 	if (udev_wait_new(&w) < 0)
 		w = NULL;
 	restore = saved_queue(index, backend, &saved);
+	hold = restore ? hold_device(index) : -1;
 	r = rd = nbd_nl_disconnect(index);
 	if (rd == 0 && restore)
 		restore_queue(index, backend, &saved);
+	if (hold >= 0) /* the kernel releases the device here unless someone else holds it */
+		close(hold);
 	/* Only our own records go, and before the lock does: the next CONNECT may pick this
 	 * minor as soon as it is released, and journal it under the same name. */
 	if (r == 0 && backend[0]) {

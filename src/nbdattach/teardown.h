@@ -13,9 +13,9 @@
 #define TEARDOWN_HOLDER_EXPECTED 2u /* its user still has it open: no grace for a last close */
 
 /* Under the state lock: checks that device INDEX still carries IDENTIFIER (NULL: whatever it
- * carries, for detach --force), DISCONNECTs it (then puts back its queue settings) and removes
- * the records that are its own; then waits for udev to process the change (at most TIMEOUT_MS,
- * after up to 2 s for a holder that is closing).
+ * carries), DISCONNECTs it (held open meanwhile, so that its queue settings are put back before
+ * the minor can be reused) and removes the records that are its own; then waits for udev to
+ * process the change (at most TIMEOUT_MS, after up to 2 s for a holder that is closing).
  * -ESTALE: the device is no longer IDENTIFIER's, -EBUSY: TEARDOWN_IF_UNJOURNALED and a journal
  * entry names it now; nothing was done in either case. Otherwise the disconnect's error; the
  * udev wait timing out is not an error (the device is disconnected either way). On success,
