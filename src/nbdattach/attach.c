@@ -314,6 +314,21 @@ static int check_name_free(const char *tag, const char *name, const char **what)
  * creates the backend file inside CONNECT: without it, nothing (not even our own rollback,
  * which disconnects only a device carrying our identifier) could tell the device is ours.
  * Under the lock, right after CONNECT: disconnect it by index. */
+/* After a failed CONNECT, under the lock: a device that carries ID was connected all the same
+ * (the kernel's answer lost on the way), and nothing else will ever know it is ours. */
+static void disconnect_unreported(const char *id)
+{
+	_cleanup_free_ uint32_t *v = NULL;
+	char backend[DEV_ID_MAX + 2];
+	size_t n = 0;
+
+	if (dev_list_indices(&v, &n) < 0)
+		return;
+	for (size_t k = 0; k < n; k++)
+		if (dev_read_attr(v[k], "backend", backend, sizeof(backend)) == 0 && !strcmp(backend, id))
+			(void)nbd_nl_disconnect(v[k]);
+}
+
 static int check_identifier(uint32_t index, const char *id)
 {
 	char backend[DEV_ID_MAX + 2];
@@ -385,8 +400,10 @@ int attach_device(const struct attach_req *o, struct attach_result *ret, const c
 		dw.lost = false;
 	}
 	fault_point("connect", o->name);
-	if (r >= 0 && (r = do_connect(o, &hs, id, &index)) < 0)
+	if (r >= 0 && (r = do_connect(o, &hs, id, &index)) < 0) {
 		*ret_what = r == -EBUSY ? "no free nbd device" : "kernel refused CONNECT";
+		disconnect_unreported(id);
+	}
 	if (r >= 0 && (r = check_identifier(index, id)) < 0)
 		*ret_what = "the kernel's nbd driver ignores backend identifiers (Linux 5.14 or later needed)";
 	hs_result_close(&hs); /* the kernel holds its own references now */

@@ -197,10 +197,8 @@ int nbd_nl_connect(const struct nbd_nl_config *c, uint32_t *ret_index)
 	if (r < 0)
 		return r;
 	r = transact(sk, msg, &rp);
-	if (r < 0 && rp.have_index)
-		(void)nbd_nl_disconnect(rp.index); /* connected, yet its caller hears of a failure */
 	if (r < 0)
-		return r;
+		return r; /* the kernel may have connected it all the same: attach looks */
 	if (!rp.have_index)
 		return -EPROTO; /* connected but unknown device: cannot happen on 4.12+ */
 	*ret_index = rp.index;
