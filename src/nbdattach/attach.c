@@ -394,10 +394,12 @@ int attach_device(const struct attach_req *o, struct attach_result *ret, const c
 	/* LINK_DEADs so far were other devices', or the previous user's of the minor CONNECT may
 	 * pick: only those after CONNECT count. (An overrun so far dropped only such.) */
 	if (r >= 0 && dw.ev) {
-		for (int k = 0; k < 4 && nbd_nl_events_read(dw.ev) == -ENOBUFS; k++)
-			;
+		int e = -ENOBUFS;
+
+		for (int k = 0; k < 4 && e == -ENOBUFS; k++)
+			e = nbd_nl_events_read(dw.ev);
 		dw.n = 0;
-		dw.lost = false;
+		dw.lost = e < 0; /* still overrunning, or unreadable: cannot tell */
 	}
 	fault_point("connect", o->name);
 	if (r >= 0 && (r = do_connect(o, &hs, id, &index)) < 0) {
