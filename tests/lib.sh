@@ -76,6 +76,9 @@ set_free_queues() {
 	done
 }
 
+# seconds_since T0: seconds (one decimal) since T0, a `date +%s.%N` reading.
+seconds_since() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }'; }
+
 mktmpdir() {
 	mktemp -d "$_tmproot/XXXXXX"
 }

@@ -310,10 +310,6 @@ static int check_name_free(const char *tag, const char *name, const char **what)
 	return 0;
 }
 
-/* Before 5.14 the driver skips NBD_ATTR_BACKEND_IDENTIFIER without an error, and the kernel
- * creates the backend file inside CONNECT: without it, nothing (not even our own rollback,
- * which disconnects only a device carrying our identifier) could tell the device is ours.
- * Under the lock, right after CONNECT: disconnect it by index. */
 /* After a failed CONNECT, under the lock: a device that carries ID was connected all the same
  * (the kernel's answer lost on the way), and nothing else will ever know it is ours. */
 static void disconnect_unreported(const char *id)
@@ -329,6 +325,10 @@ static void disconnect_unreported(const char *id)
 			(void)nbd_nl_disconnect(v[k]);
 }
 
+/* Before 5.14 the driver skips NBD_ATTR_BACKEND_IDENTIFIER without an error, and the kernel
+ * creates the backend file inside CONNECT: without it, nothing (not even our own rollback,
+ * which disconnects only a device carrying our identifier) could tell the device is ours.
+ * Under the lock, right after CONNECT: disconnect it by index. */
 static int check_identifier(uint32_t index, const char *id)
 {
 	char backend[DEV_ID_MAX + 2];

@@ -320,13 +320,14 @@ int volume_ack(struct volume *v, uint64_t offset, uint64_t length)
 		return r;
 	if (nbd_trimmer_error(v->trimmer) < 0)
 		stop_discards(v, nbd_trimmer_error(v->trimmer));
-	else if (r == -ENOSPC && !v->fragments_warned) /* once: a provider may send a million */
-		log_error("warning: volume '%s': too many partly acknowledged granules to remember: the "
-			  "unaligned ends of further acknowledgements may not be discarded", v->name);
-	else if (r < 0 && r != -ENOSPC) /* -ENOMEM: this range stays, the next may go */
-		log_error("warning: volume '%s': discard failed: %s", v->name, strerror(-r));
-	if (r == -ENOSPC)
+	else if (r == -ENOSPC) {
+		if (!v->fragments_warned) /* once: a provider may send a million */
+			log_error("warning: volume '%s': too many partly acknowledged granules to remember: "
+				  "the unaligned ends of further acknowledgements may not be discarded", v->name);
 		v->fragments_warned = true;
+	} else if (r < 0) { /* -ENOMEM: this range stays, the next may go */
+		log_error("warning: volume '%s': discard failed: %s", v->name, strerror(-r));
+	}
 	return 0;
 }
 

@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <linux/major.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -16,47 +17,6 @@
 #include "state.h"
 #include "teardown.h"
 #include "udev.h"
-
-/* The queue settings the device had before attach changed them, from its journal entry, read
- * while the device still carries BACKEND. */
-static bool saved_queue(uint32_t index, const char *backend, struct state_rec *s)
-{
-	return backend[0] && state_read(index, s) == 0 && s->saved_queue && !strcmp(s->identifier, backend);
-}
-
-static bool still_held(uint32_t index, const char *backend);
-
-/* The device, opened read-only: held across DISCONNECT, its configuration, and so the minor,
- * stays ours until we close it, and no CONNECT (another tool's either) can take the minor
- * before its settings are back. -1 when it cannot be opened. */
-static int hold_device(uint32_t index)
-{
-	char path[32];
-	struct stat st;
-	int fd;
-
-	snprintf(path, sizeof(path), "/dev/nbd%" PRIu32, index);
-	fd = open(path, O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC);
-	if (fd >= 0 && (fstat(fd, &st) < 0 || !S_ISBLK(st.st_mode) || major(st.st_rdev) != 43)) {
-		close(fd);
-		fd = -1;
-	}
-	return fd;
-}
-
-/* After DISCONNECT, puts them back: before it, a reader still holding the device would again
- * have its requests merged and read ahead across clusters while the server still answers.
- * Where the device could not be held, the minor is left alone once someone else's CONNECT has
- * it (no nbdattach's: the lock is ours). */
-static void restore_queue(uint32_t index, const char *backend, const struct state_rec *s)
-{
-	if (dev_is_started(index) && !still_held(index, backend))
-		return;
-	/* Best effort: a tuning knob that cannot be put back is no reason to fail the detach. */
-	(void)dev_set_read_ahead(index, s->saved_read_ahead_kb);
-	(void)dev_set_max_request(index, (uint64_t)s->saved_max_sectors_kb * 1024);
-	(void)dev_set_nomerges(index, s->saved_nomerges);
-}
 
 /* Under the lock: is INDEX still the device we mean to tear down? */
 static int still_wanted(uint32_t index, const char *identifier, unsigned flags, char *backend, size_t len)
@@ -89,6 +49,45 @@ static bool still_held(uint32_t index, const char *backend)
 
 	return dev_is_started(index) && dev_read_attr(index, "backend", now, sizeof(now)) == 0 &&
 	       !strcmp(now, backend);
+}
+
+/* The queue settings the device had before attach changed them, from its journal entry, read
+ * while the device still carries BACKEND. */
+static bool saved_queue(uint32_t index, const char *backend, struct state_rec *s)
+{
+	return backend[0] && state_read(index, s) == 0 && s->saved_queue && !strcmp(s->identifier, backend);
+}
+
+/* The device, opened read-only: held across DISCONNECT, its configuration, and so the minor,
+ * stays ours until we close it, and no CONNECT (another tool's either) can take the minor
+ * before its settings are back. -1 when it cannot be opened. */
+static int hold_device(uint32_t index)
+{
+	char path[32];
+	struct stat st;
+	int fd;
+
+	snprintf(path, sizeof(path), "/dev/nbd%" PRIu32, index);
+	fd = open(path, O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC);
+	if (fd >= 0 && (fstat(fd, &st) < 0 || !S_ISBLK(st.st_mode) || major(st.st_rdev) != NBD_MAJOR)) {
+		close(fd);
+		fd = -1;
+	}
+	return fd;
+}
+
+/* After DISCONNECT, puts them back: before it, a reader still holding the device would again
+ * have its requests merged and read ahead across clusters while the server still answers.
+ * Where the device could not be held, the minor is left alone once someone else's CONNECT has
+ * it (no nbdattach's: the lock is ours). */
+static void restore_queue(uint32_t index, const char *backend, const struct state_rec *s)
+{
+	if (dev_is_started(index) && !still_held(index, backend))
+		return;
+	/* Best effort: a tuning knob that cannot be put back is no reason to fail the detach. */
+	(void)dev_set_read_ahead(index, s->saved_read_ahead_kb);
+	(void)dev_set_max_request(index, (uint64_t)s->saved_max_sectors_kb * 1024);
+	(void)dev_set_nomerges(index, s->saved_nomerges);
 }
 
 /* Under the lock, as cleanup removes records of devices it finds released: writes the record
