@@ -2,7 +2,8 @@
 # Region-map benchmark: a qemu-storage-daemon null-co export whose dirty bitmap alternates
 # dirty/clean every 64 KiB (64 GiB: 524,288 dirty extents; 1 TiB: 8.4 M with BENCH_MAP_TIB=1).
 # Median of BENCH_ROUNDS (default 5) interleaved rounds, each running once: the bare libnbd
-# block-status loop (the floor), `nbdattach map` in each format to /dev/null, and `nbdinfo --map`
+# block-status loop (the floor), the same loop with 4 requests in flight (how much a pipelining
+# client could gain), `nbdattach map` in each format to /dev/null, and `nbdinfo --map`
 # (interleaved so that drift on a busy machine hits every contender alike); peak RSS of the
 # binary stream; and the CPU time the server itself spends producing the extents during the bare
 # loop: no client can finish sooner, so nbdinfo's time over it is the best ratio any client could
@@ -75,7 +76,7 @@ fmt() { awk -v u="$1" 'BEGIN { printf "%.3f", u / 1e6 }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", a / b }'; }
 
 bench_size() {
-	local label=$1 size=$2 uri loop bin text ni nbdinfo server rss nrss want r
+	local label=$1 size=$2 uri loop pipe bin text ni nbdinfo server rss nrss want r
 	start_export "$size" || { fail "bench-map $label" "qemu-storage-daemon"; return; }
 	t0=$(date +%s)
 	"$WRITER" "nbd+unix:///w?socket=$tmp/nbd.sock" $G || { fail "bench-map $label" "dirty-writer"; return; }
@@ -84,9 +85,10 @@ bench_size() {
 	want="$(( size / G / 2 )) $(( size / 2 ))"
 	expect_eq "bench-map $label: map has the expected extents" "end $want" \
 		"$("$NBDATTACH" map "$uri" --bitmap b --format text | tail -n 1)"
-	local -a t_loop t_bin t_text t_ni t_nbdinfo t_server
+	local -a t_loop t_pipe t_bin t_text t_ni t_nbdinfo t_server
 	for (( r = 0; r < ROUNDS; r++ )); do
 		t_loop+=("$(secs "$LOOP" "$uri" "$CTX")") &&
+		t_pipe+=("$(secs "$LOOP" "$uri" "$CTX" 4)") &&
 		t_bin+=("$(secs "$NBDATTACH" map "$uri" --bitmap b)") &&
 		t_text+=("$(secs "$NBDATTACH" map "$uri" --bitmap b --format text)") &&
 		t_ni+=("$(secs "$NBDATTACH" map "$uri" --bitmap b --format nbdinfo)") &&
@@ -94,19 +96,22 @@ bench_size() {
 		t_server+=("$(server_cpu "$LOOP" "$uri" "$CTX")") ||
 		{ fail "bench-map $label" "a timed command failed"; stop_export; return; }
 	done
-	loop=$(median "${t_loop[@]}") bin=$(median "${t_bin[@]}") text=$(median "${t_text[@]}")
+	loop=$(median "${t_loop[@]}") pipe=$(median "${t_pipe[@]}") bin=$(median "${t_bin[@]}") text=$(median "${t_text[@]}")
 	ni=$(median "${t_ni[@]}") nbdinfo=$(median "${t_nbdinfo[@]}") server=$(median "${t_server[@]}")
 	rss=$( { /usr/bin/time -f %M "$NBDATTACH" map "$uri" --bitmap b >/dev/null; } 2>&1 | tail -n 1)
 	nrss=$( { /usr/bin/time -f %M nbdinfo --map="$CTX" "$uri" >/dev/null; } 2>&1 | tail -n 1)
 	stop_export
 	printf '\n%-34s %9s %9s\n' "$label ($(( size / G / 2 )) dirty extents)" "median/$ROUNDS" "vs loop"
 	printf '%-34s %9s %9s\n' "bare libnbd block-status loop" "$(fmt "$loop")" 1.0
+	printf '%-34s %9s %9s\n' "bare loop, 4 requests in flight" "$(fmt "$pipe")" "$(ratio "$pipe" "$loop")"
 	printf '%-34s %9s %9s\n' "nbdattach map --format binary" "$(fmt "$bin")" "$(ratio "$bin" "$loop")"
 	printf '%-34s %9s %9s\n' "nbdattach map --format text" "$(fmt "$text")" "$(ratio "$text" "$loop")"
 	printf '%-34s %9s %9s\n' "nbdattach map --format nbdinfo" "$(fmt "$ni")" "$(ratio "$ni" "$loop")"
 	printf '%-34s %9s %9s\n' "nbdinfo --map" "$(fmt "$nbdinfo")" "$(ratio "$nbdinfo" "$loop")"
 	printf '%-34s %9s %9s\n' "server CPU during the bare loop" "$(fmt "$server")" "$(ratio "$server" "$loop")"
 	printf '%-34s %9s\n' "nbdinfo --map / binary" "$(ratio "$nbdinfo" "$bin")x"
+	printf '%-34s %9s\n' "nbdinfo --map / bare loop" "$(ratio "$nbdinfo" "$loop")x"
+	printf '%-34s %9s\n' "nbdinfo --map / 4 in flight" "$(ratio "$nbdinfo" "$pipe")x"
 	printf '%-34s %9s\n' "nbdinfo --map / server CPU" "$(ratio "$nbdinfo" "$server")x"
 	printf '%-34s %9s\n' "peak RSS binary stream" "${rss} KiB"
 	printf '%-34s %9s\n\n' "peak RSS nbdinfo --map" "${nrss} KiB"
