@@ -81,7 +81,7 @@ static int discard(const char *target, uint64_t gran, uint64_t off, uint64_t len
 		       nbd_trimmer_trimmed(t), nbd_trimmer_requests(t), discarder_pending(d), gran);
 	else if (r == -ERANGE)
 		log_error("cannot discard on '%s': range past the end of the export", target);
-	else if (r == -ETIMEDOUT)
+	else if (r == -ETIMEDOUT && !why[0]) /* why: the handshake's */
 		log_error("cannot discard on '%s': the server did not answer a TRIM within %d s", target,
 			  NBD_TRIMMER_TIMEOUT_MS / 1000);
 	else

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 #include <errno.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <libnbd.h>
 #include <poll.h>
@@ -247,10 +248,35 @@ static int trimmer_fail(struct nbd_trimmer *t, int e)
 	return t->error;
 }
 
+/* Connects H to URI within TIMEOUT_MS: nbd_connect_uri() would wait forever for a server
+ * that accepts the connection and never greets (qemu-nbd past its --shared clients, say). */
+static int connect_bounded(struct nbd_handle *h, const char *uri, int64_t timeout_ms, char *why,
+			   size_t why_len)
+{
+	int64_t deadline = now_ms() + timeout_ms;
+
+	if (nbd_aio_connect_uri(h, uri) < 0)
+		return nbd_err(why, why_len, "cannot connect for discards");
+	while (!nbd_aio_is_ready(h)) {
+		int64_t left = deadline - now_ms();
+
+		if (nbd_aio_is_dead(h) || nbd_aio_is_closed(h))
+			return nbd_err(why, why_len, "cannot connect for discards");
+		if (left <= 0) {
+			snprintf(why, why_len, "cannot connect for discards: the server did not complete "
+				 "the handshake in %" PRId64 " s", timeout_ms / 1000);
+			return -ETIMEDOUT;
+		}
+		if (nbd_poll(h, left < INT_MAX ? (int)left : INT_MAX) < 0)
+			return nbd_err(why, why_len, "cannot connect for discards");
+	}
+	return 0;
+}
+
 /* Connects H to URI; with PIN, only to the socket and the user the device was attached to:
  * no TRIM may reach another server through a swapped path. */
 static int connect_pinned(struct nbd_handle *h, const char *uri, const struct server_pin *pin,
-			  char *why, size_t why_len)
+			  int64_t timeout_ms, char *why, size_t why_len)
 {
 	_cleanup_(pin_close) struct pinned_uri p = { .fd = -1 };
 	struct server_pin seen;
@@ -260,8 +286,9 @@ static int connect_pinned(struct nbd_handle *h, const char *uri, const struct se
 		snprintf(why, why_len, "%s%s", r == -ESTALE ? "" : "cannot connect for discards: ", pin_strerror(r));
 		return r;
 	}
-	if (nbd_connect_uri(h, p.uri) < 0)
-		return nbd_err(why, why_len, "cannot connect for discards");
+	r = connect_bounded(h, p.uri, timeout_ms, why, why_len);
+	if (r < 0)
+		return r;
 	r = pin && pin->known ? pin_peer(h, pin, &seen) : 0;
 	if (r < 0)
 		snprintf(why, why_len, "%s", r == -ESTALE ? "another user's server answers on its socket"
@@ -281,7 +308,9 @@ int nbd_trimmer_open(const char *uri, const struct server_pin *pin, int64_t time
 		return nbd_err(why, why_len, "libnbd");
 	if (nbd_set_request_structured_replies(h, false) < 0 || nbd_set_uri_allow_local_file(h, false) < 0)
 		return nbd_err(why, why_len, "libnbd");
-	r = connect_pinned(h, uri, pin, why, why_len);
+	if (timeout_ms <= 0)
+		timeout_ms = NBD_TRIMMER_TIMEOUT_MS;
+	r = connect_pinned(h, uri, pin, timeout_ms, why, why_len);
 	if (r < 0)
 		return r;
 	size = nbd_get_size(h);
@@ -296,7 +325,7 @@ int nbd_trimmer_open(const char *uri, const struct server_pin *pin, int64_t time
 		return -ENOMEM;
 	t->h = TAKE_PTR(h);
 	t->size = (uint64_t)size;
-	t->timeout_ms = timeout_ms > 0 ? timeout_ms : NBD_TRIMMER_TIMEOUT_MS;
+	t->timeout_ms = timeout_ms;
 	*ret = t;
 	return 0;
 }

@@ -32,6 +32,7 @@ answers NBD_CMD_BLOCK_STATUS with structured replies that are wrong in the way M
   wrong-context   the reply names a context id that was never negotiated
   misaligned      a dirty extent of 4 KiB (granularity 64 KiB)
   slow            like good, on a 1 TiB export, 50 ms per reply: a producer to kill midway
+  silent          accepts each connection and never says a word (no greeting)
   hangup          (for attach) closes each connection right after the handshake: the device's
                   connection dies while it is being attached, and the server is still there
 
@@ -180,6 +181,9 @@ def block_status(c, handle, offset, length):
 
 
 def serve(c):
+    if MODE == "silent":
+        time.sleep(3600)
+        return
     handshake(c)
     if MODE == "hangup":
         return
