@@ -1,14 +1,19 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* CRC-32C: SSE4.2 crc32 instruction where the CPU has it, slicing-by-8 tables otherwise. */
+#include <pthread.h>
+
 #include "format.h"
 
 #define CRC32C_POLY 0x82f63b78u /* reflected Castagnoli polynomial */
 
 static uint32_t table[8][256];
 static bool use_hw;
+static pthread_once_t once = PTHREAD_ONCE_INIT;
 
-/* Runs before main (and before any caller can reach the library): no locking needed. */
-__attribute__((constructor)) static void crc32c_init(void)
+/* Filled on first use, not by a constructor: a program linked with the static library may
+ * write or read maps from constructors of its own that run before one of ours would, and
+ * would checksum with empty tables (a constant CRC that any tampered map could carry). */
+static void crc32c_fill(void)
 {
 	for (unsigned i = 0; i < 256; i++) {
 		uint32_t c = i;
@@ -25,14 +30,22 @@ __attribute__((constructor)) static void crc32c_init(void)
 #endif
 }
 
+static void crc32c_init(void)
+{
+	pthread_once(&once, crc32c_fill);
+}
+
 bool rm_crc32c_have_hw(void)
 {
+	crc32c_init();
 	return use_hw;
 }
 
 uint32_t rm_crc32c_sw(uint32_t reg, const void *buf, size_t len)
 {
 	const uint8_t *p = buf;
+
+	crc32c_init();
 
 	for (; len >= 8; len -= 8, p += 8) {
 		uint32_t lo = reg ^ rm_get32(p), hi = rm_get32(p + 4);
@@ -71,5 +84,5 @@ uint32_t rm_crc32c_hw(uint32_t reg, const void *buf, size_t len)
 
 uint32_t rm_crc32c_update(uint32_t reg, const void *buf, size_t len)
 {
-	return use_hw ? rm_crc32c_hw(reg, buf, len) : rm_crc32c_sw(reg, buf, len);
+	return rm_crc32c_have_hw() ? rm_crc32c_hw(reg, buf, len) : rm_crc32c_sw(reg, buf, len);
 }
