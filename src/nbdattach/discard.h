@@ -15,8 +15,11 @@
 #include <stdint.h>
 
 /* Cap on remembered partial fragments: a provider acking scattered bytes cannot make the
- * helper allocate without bound. */
-#define DISCARD_FRAGMENTS_MAX (1u << 20)
+ * helper allocate without bound, nor spend without bound: they are a sorted array, and an
+ * ack landing in front of them all moves them all (1 MiB at this cap; a provider acking
+ * scattered pieces of granules in descending order costs well under a second of CPU in all,
+ * where a million fragments cost minutes). Legitimate providers leave a handful. */
+#define DISCARD_FRAGMENTS_MAX (1u << 16)
 
 struct discarder;
 
