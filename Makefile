@@ -166,6 +166,12 @@ install: all
 	for c in modprobe.d/*.conf; do [ -e "$$c" ] && install -m 0644 "$$c" $(DESTDIR)$(MODPROBEDIR)/ || true; done
 	for m in $(MAN_PAGES); do s=$${m##*.}; install -d $(DESTDIR)$(MANDIR)/man$$s; \
 		install -m 0644 $$m $(DESTDIR)$(MANDIR)/man$$s/; done
+	@# Onto the live system: the loader finds libregionmap.so.0 in LIBDIR only through its
+	@# cache; the module options apply when nbd is next loaded.
+	@if [ -z "$(DESTDIR)" ]; then ldconfig; \
+		if [ "$$(cat /sys/module/nbd/parameters/max_part 2>/dev/null || echo 0)" != 0 ]; then \
+			echo "note: nbd is loaded with max_part != 0; reload it (rmmod nbd) for $(MODPROBEDIR)/nbdattach.conf"; \
+		fi; fi
 
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/nbdattach $(DESTDIR)$(LIBDIR)/libregionmap.* \
