@@ -125,8 +125,6 @@ int blockstatus_connect(const char *uri, const char *context, const struct serve
 	size = nbd_get_size(nbd);
 	if (size < 0)
 		return nbd_fail(bs, EIO);
-	if (size == 0)
-		return fail(bs, -EINVAL, "export is empty");
 	bs->size = (uint64_t)size;
 	bs->nbd = TAKE_PTR(nbd);
 	return 0;

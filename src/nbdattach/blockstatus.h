@@ -20,7 +20,7 @@ struct server_pin;
 /*
  * Connect to uri with structured replies and, if context is not NULL, that meta context.
  * *ret is set even on failure, so the caller can read blockstatus_error(); free it with
- * blockstatus_free(). -ENOENT: the export does not offer the context; -EINVAL: empty export;
+ * blockstatus_free(). -ENOENT: the export does not offer the context;
  * -ESTALE: SERVER (when not NULL and known) names another uid than the one that created the
  * listening unix socket (pin.h); -EPROTO: the kernel does not say who did.
  */

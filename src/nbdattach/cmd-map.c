@@ -437,7 +437,7 @@ static int produce(struct sink *s, struct blockstatus *bs)
 	int r;
 
 	if (!s->o->bitmap) {
-		r = on_extent(s, 0, s->size, 1);
+		r = s->size ? on_extent(s, 0, s->size, 1) : 0;
 		return r < 0 ? r : sink_finish(s);
 	}
 	r = blockstatus_walk(bs, on_extent, s);
@@ -483,6 +483,22 @@ static int fail_map(const struct map_opts *o, const char *why)
 	return EXIT_FAIL;
 }
 
+/* A region map needs a size (regionmap(5)); nbdinfo prints nothing for an empty export, and
+ * so does its form here. */
+static int connect_export(const struct map_opts *o, const char *connect, const char *context,
+			  const struct server_pin *server, struct blockstatus **ret)
+{
+	int r = blockstatus_connect(connect, context, server, ret);
+
+	if (r < 0)
+		fail_map(o, blockstatus_error(*ret) ? blockstatus_error(*ret) : strerror(-r));
+	else if (blockstatus_size(*ret) == 0 && o->format != FMT_NBDINFO) {
+		fail_map(o, "export is empty");
+		r = -EINVAL;
+	}
+	return r;
+}
+
 int cmd_map(int argc, char **argv)
 {
 	_cleanup_free_ char *context = NULL;
@@ -517,9 +533,8 @@ int cmd_map(int argc, char **argv)
 	}
 	if (o.bitmap && asprintf(&context, BITMAP_PREFIX "%s", o.bitmap) < 0)
 		return fail_map(&o, strerror(ENOMEM));
-	r = blockstatus_connect(connect, context, &o.server, &bs);
+	r = connect_export(&o, connect, context, &o.server, &bs);
 	if (r < 0) {
-		fail_map(&o, blockstatus_error(bs) ? blockstatus_error(bs) : strerror(-r));
 		blockstatus_free(bs);
 		return EXIT_FAIL;
 	}
@@ -548,10 +563,8 @@ int map_binary(const char *uri, const char *connect, const struct server_pin *se
 
 	if (bitmap && asprintf(&context, BITMAP_PREFIX "%s", bitmap) < 0)
 		return -ENOMEM;
-	r = blockstatus_connect(connect, context, server, &bs);
-	if (r < 0)
-		fail_map(&o, blockstatus_error(bs) ? blockstatus_error(bs) : strerror(-r));
-	else
+	r = connect_export(&o, connect, context, server, &bs);
+	if (r == 0)
 		r = run_map(&o, bs, fd, context, ret_count, ret_total);
 	blockstatus_free(bs);
 	return r;

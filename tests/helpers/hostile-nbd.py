@@ -32,6 +32,7 @@ answers NBD_CMD_BLOCK_STATUS with structured replies that are wrong in the way M
   wrong-context   the reply names a context id that was never negotiated
   misaligned      a dirty extent of 4 KiB (granularity 64 KiB)
   slow            like good, on a 1 TiB export, 50 ms per reply: a producer to kill midway
+  empty           like good, on an export of size 0
   silent          accepts each connection and never says a word (no greeting)
   hangup          (for attach) closes each connection right after the handshake: the device's
                   connection dies while it is being attached, and the server is still there
@@ -56,7 +57,7 @@ CONTEXT_ID = 7
 
 MODE = sys.argv[2]
 SIZE = {"past-request": 8 << 30, "final-past-request": 8 << 30, "dies": 8 << 30,
-        "short": 8 << 30, "slow": 1 << 40}.get(MODE, 1 << 20)
+        "short": 8 << 30, "slow": 1 << 40, "empty": 0}.get(MODE, 1 << 20)
 B = 0xFFF00000
 DIRTY = [(0, 65536), (B - (1 << 20), B + (1 << 20)), (SIZE - 65536, SIZE)]  # [start, end)
 

@@ -146,7 +146,22 @@ if command -v python3 >/dev/null; then
 	wait_for_file "$dir/good.sock"
 	expect_eq "hostile server in good mode: valid map" "end 8 524288" \
 		"$("$NBDATTACH" map "nbd+unix:///?socket=$dir/good.sock" --bitmap x | "$DUMP" | tail -n 1)"
-	# --server-uid against a server another user started: the uid checked is the listener's
+	# An empty export: no region map has a size 0 (regionmap(5)), but nbdinfo prints nothing
+	# and succeeds, and so does its form.
+	python3 "$HOSTILE" "$dir/empty.sock" empty &
+	defer "kill $!"
+	wait_for_file "$dir/empty.sock"
+	uri="nbd+unix:///?socket=$dir/empty.sock"
+	one_line "empty export: text refused" 1 "cannot map '$uri': export is empty\$" \
+		"$NBDATTACH" map "$uri" --bitmap x --format text
+	one_line "empty export: binary refused" 1 "cannot map '$uri': export is empty\$" \
+		"$NBDATTACH" map "$uri" --bitmap x
+	out=$("$NBDATTACH" map "$uri" --bitmap x --format nbdinfo 2>&1)
+	rc=$?
+	expect_eq "empty export: nbdinfo form prints nothing, exit 0" "0:" "$rc:$out"
+	out=$(nbdinfo --map=qemu:dirty-bitmap:x "$uri" 2>&1)
+	expect_eq "empty export: so does nbdinfo --map" "0:" "$?:$out"
+: the uid checked is the listener's
 	# (the system's python3: a root-only interpreter, such as pyenv's, is out of its reach)
 	if [ "$(id -u)" = 0 ] && command -v setpriv >/dev/null && [ -x /usr/bin/python3 ]; then
 		nd=$(mktmpdir)
