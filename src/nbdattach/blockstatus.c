@@ -12,6 +12,7 @@
 
 #include "blockstatus.h"
 #include "cleanup.h"
+#include "nbdconn.h"
 #include "pin.h"
 
 DEFINE_CLEANUP(struct nbd_handle *, nbd_close)
@@ -88,6 +89,7 @@ int blockstatus_connect(const char *uri, const char *context, const struct serve
 	_cleanup_(nbd_closep) struct nbd_handle *nbd = NULL;
 	struct blockstatus *bs;
 	int64_t size;
+	int r;
 
 	bs = calloc(1, sizeof *bs);
 	if (!bs)
@@ -106,11 +108,15 @@ int blockstatus_connect(const char *uri, const char *context, const struct serve
 		if (nbd_add_meta_context(nbd, context) == -1)
 			return nbd_fail(bs, EIO);
 	}
-	if (nbd_connect_uri(nbd, uri) == -1)
+	r = nbd_connect_within(nbd, uri, NBD_HANDSHAKE_TIMEOUT_MS);
+	if (r == -ETIMEDOUT)
+		return fail(bs, r, "the server did not complete the handshake in %d s",
+			    NBD_HANDSHAKE_TIMEOUT_MS / 1000);
+	if (r < 0)
 		return nbd_fail(bs, ECONNREFUSED);
 	if (server && server->known) {
 		struct server_pin seen = { 0 };
-		int r = pin_peer(nbd, server, &seen);
+		r = pin_peer(nbd, server, &seen);
 
 		if (r == -ESTALE)
 			return fail(bs, r, "the server's socket was created by uid %u, not uid %u", seen.uid,

@@ -12,6 +12,7 @@
 #include "cleanup.h"
 #include "clock.h"
 #include "discard.h"
+#include "nbdconn.h"
 #include "pin.h"
 
 struct frag {
@@ -248,31 +249,6 @@ static int trimmer_fail(struct nbd_trimmer *t, int e)
 	return t->error;
 }
 
-/* Connects H to URI within TIMEOUT_MS: nbd_connect_uri() would wait forever for a server
- * that accepts the connection and never greets (qemu-nbd past its --shared clients, say). */
-static int connect_bounded(struct nbd_handle *h, const char *uri, int64_t timeout_ms, char *why,
-			   size_t why_len)
-{
-	int64_t deadline = now_ms() + timeout_ms;
-
-	if (nbd_aio_connect_uri(h, uri) < 0)
-		return nbd_err(why, why_len, "cannot connect for discards");
-	while (!nbd_aio_is_ready(h)) {
-		int64_t left = deadline - now_ms();
-
-		if (nbd_aio_is_dead(h) || nbd_aio_is_closed(h))
-			return nbd_err(why, why_len, "cannot connect for discards");
-		if (left <= 0) {
-			snprintf(why, why_len, "cannot connect for discards: the server did not complete "
-				 "the handshake in %" PRId64 " s", timeout_ms / 1000);
-			return -ETIMEDOUT;
-		}
-		if (nbd_poll(h, left < INT_MAX ? (int)left : INT_MAX) < 0)
-			return nbd_err(why, why_len, "cannot connect for discards");
-	}
-	return 0;
-}
-
 /* Connects H to URI; with PIN, only to the socket and the user the device was attached to:
  * no TRIM may reach another server through a swapped path. */
 static int connect_pinned(struct nbd_handle *h, const char *uri, const struct server_pin *pin,
@@ -286,9 +262,14 @@ static int connect_pinned(struct nbd_handle *h, const char *uri, const struct se
 		snprintf(why, why_len, "%s%s", r == -ESTALE ? "" : "cannot connect for discards: ", pin_strerror(r));
 		return r;
 	}
-	r = connect_bounded(h, p.uri, timeout_ms, why, why_len);
-	if (r < 0)
+	r = nbd_connect_within(h, p.uri, timeout_ms);
+	if (r == -ETIMEDOUT) {
+		snprintf(why, why_len, "cannot connect for discards: the server did not complete the "
+			 "handshake in %" PRId64 " s", timeout_ms / 1000);
 		return r;
+	}
+	if (r < 0)
+		return nbd_err(why, why_len, "cannot connect for discards");
 	r = pin && pin->known ? pin_peer(h, pin, &seen) : 0;
 	if (r < 0)
 		snprintf(why, why_len, "%s", r == -ESTALE ? "another user's server answers on its socket"

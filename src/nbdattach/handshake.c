@@ -16,6 +16,7 @@
 #include "cleanup.h"
 #include "clock.h"
 #include "handshake.h"
+#include "nbdconn.h"
 #include "pin.h"
 #include "state.h"
 
@@ -180,6 +181,18 @@ static int take_socket(struct nbd_handle **hp, int *ret_fd)
 	return 0;
 }
 
+static int connect_within(struct nbd_handle *h, const char *uri)
+{
+	int r = nbd_connect_within(h, uri, NBD_HANDSHAKE_TIMEOUT_MS);
+
+	if (r == -ETIMEDOUT) {
+		snprintf(last_error, sizeof(last_error), "cannot connect: the server did not complete "
+			 "the handshake in %d s", NBD_HANDSHAKE_TIMEOUT_MS / 1000);
+		return r;
+	}
+	return r < 0 ? fail_nbd("cannot connect") : 0;
+}
+
 static int connect_one(const char *uri, struct nbd_handle **ret)
 {
 	_cleanup_(nbd_closep) struct nbd_handle *h = NULL;
@@ -187,8 +200,9 @@ static int connect_one(const char *uri, struct nbd_handle **ret)
 
 	if (r < 0)
 		return r;
-	if (nbd_connect_uri(h, uri) < 0)
-		return fail_nbd("cannot connect");
+	r = connect_within(h, uri);
+	if (r < 0)
+		return r;
 	*ret = TAKE_PTR(h);
 	return 0;
 }
@@ -202,8 +216,11 @@ static int check_bitmap(const char *uri, const char *bitmap)
 	if (r < 0)
 		return r;
 	snprintf(ctx, sizeof(ctx), BITMAP_PREFIX "%s", bitmap);
-	if (nbd_add_meta_context(h, ctx) < 0 || nbd_connect_uri(h, uri) < 0)
-		return fail_nbd("cannot connect");
+	if (nbd_add_meta_context(h, ctx) < 0)
+		return fail_nbd("meta context");
+	r = connect_within(h, uri);
+	if (r < 0)
+		return r;
 	r = nbd_can_meta_context(h, ctx);
 	if (r < 0)
 		return fail_nbd("meta context");

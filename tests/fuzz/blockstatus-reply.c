@@ -51,7 +51,7 @@ const char *nbd_get_error(void) { return "stub: server went away"; }
 int nbd_get_errno(void) { return ECONNRESET; }
 int nbd_set_request_structured_replies(struct nbd_handle *h, bool r) { (void)h, (void)r; return 0; }
 int nbd_add_meta_context(struct nbd_handle *h, const char *n) { (void)h, (void)n; return 0; }
-int nbd_connect_uri(struct nbd_handle *h, const char *u) { (void)h, (void)u; return 0; }
+int nbd_connect_within(struct nbd_handle *h, const char *u, int64_t t) { (void)h, (void)u, (void)t; return 0; }
 int nbd_can_meta_context(struct nbd_handle *h, const char *n) { (void)h, (void)n; return 1; }
 int64_t nbd_get_size(struct nbd_handle *h) { (void)h; return (int64_t)export_size; }
 int nbd_shutdown(struct nbd_handle *h, uint32_t f) { (void)h, (void)f; return 0; }

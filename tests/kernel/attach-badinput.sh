@@ -111,6 +111,17 @@ case "$out" in "nbdattach: cannot attach "*"standard output: No space left on de
 udevadm settle
 expect_eq "output to a full disk: no device connected" 0 "$(connected)"
 expect_eq "output to a full disk: no state" "" "$(find /run/nbdattach/devices /run/nbdattach/udev /run/nbdattach/claims -type f 2>/dev/null)"
+# A server that takes the connection and never greets: attach gives up after the 30 s the
+# handshake gets (the watchdog's 124 is what it did before: wait for good).
+python3 "$TOP/tests/helpers/hostile-nbd.py" "$tmp/silent.sock" silent &
+defer "kill $!"
+wait_for_file "$tmp/silent.sock"
+out=$(timeout 90 "$NBDATTACH" attach "nbd+unix:///?socket=$tmp/silent.sock" 2>&1 >/dev/null)
+rc=$?
+expect_eq "server that never greets: exit 1 with the reason" \
+	"1:nbdattach: cannot attach 'nbd+unix:///?socket=$tmp/silent.sock': cannot connect: the server did not complete the handshake in 30 s (Connection timed out)" \
+	"$rc:$out"
+expect_eq "server that never greets: nothing left" "0:" "$(connected):$(ls /run/nbdattach/devices 2>/dev/null)"
 # A connection that dies while the device is being attached (the server closes it right after
 # the handshake, and still answers new ones): nobody but attach hears that LINK_DEAD.
 python3 "$TOP/tests/helpers/hostile-nbd.py" "$tmp/hangup.sock" hangup &

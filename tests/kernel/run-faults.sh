@@ -341,3 +341,19 @@ udevadm settle
 for i in $(seq 50); do [ -z "$(leftovers deadfault)" ] && break; sleep 0.1; done
 expect_eq "killed at detach of a dead volume, then cleanup: exit 137, no device, state or child" \
 	"137:0::" "$rc:$(connected):$(state_files):$(leftovers deadfault)"
+
+# qemu-nbd's default --shared=1: the device's connection takes the only client slot, and the
+# map's waits in the listen backlog for a greeting. run gives up on it after the 30 s the
+# handshake gets, exit 125, and leaves nothing (before: it waited for good, its signals held).
+qemu-nbd --fork --persistent --read-only --format=raw --pid-file="$tmp/one.pid" \
+	--socket="$tmp/one.sock" --export-name=disk "$tmp/disk.raw" || fail "qemu-nbd --shared=1 starts"
+defer "kill \$(cat '$tmp/one.pid') 2>/dev/null"
+out=$(timeout 120 "$NBDATTACH" run --tag one --volume "name=a,uri=nbd+unix:///disk?socket=$tmp/one.sock" \
+	-- true 2>&1)
+rc=$?
+udevadm settle
+expect_eq "one client slot: run exits 125" 125 "$rc"
+case "$out" in *"cannot map 'nbd+unix:///disk?socket=$tmp/one.sock': the server did not complete the handshake in 30 s"*)
+	pass "one client slot: the map's reason" ;;
+	*) fail "one client slot: the map's reason" "$out" ;; esac
+expect_eq "one client slot: nothing left" "0:" "$(connected):$(state_files)"
