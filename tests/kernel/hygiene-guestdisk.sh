@@ -4,6 +4,8 @@
 # volume group, no blkid properties, and the node is root's with a stable link. The same disk
 # attached by plain nbd-client with the stock nbd module (the anchor) shows what stock udev
 # and the kernel do, so this test can fail.
+# A volume group on a whole disk: no pvscan or activation either, and LVM commands see it
+# only until lvm.conf filters nbd devices out as nbdattach(8) says.
 . "$(dirname "$0")/../lib.sh"
 in_vm || { skip "hygiene-guestdisk" "runs only inside the test VM"; exit 0; }
 
@@ -133,3 +135,31 @@ udevadm settle
 check_fails "link gone after detach" test -e /dev/nbdattach/hyg/guest
 check_fails "links of the other tags gone" test -e /dev/nbdattach/tag-a/disk -o -e /dev/nbdattach/tag-b/disk
 expect_eq "no udev records or claims left" "" "$(find /run/nbdattach/udev /run/nbdattach/claims -type f 2>/dev/null)"
+
+# --- A volume group on the whole disk (no partition table, so max_part=0 does not hide it):
+# udev-driven LVM (69-lvm.rules: pvscan, autoactivation) stays away, but an LVM command scans
+# block devices itself and sees it, unless lvm.conf filters nbd devices out (nbdattach(8)).
+truncate -s 64M "$tmp/whole.raw"
+loopdev=$(losetup -f --show "$tmp/whole.raw") || fail "loop device for the whole-disk image"
+lvm_ pvcreate -q "$loopdev" >/dev/null && lvm_ vgcreate -q wholevg "$loopdev" >/dev/null &&
+	lvm_ lvcreate -q -L 8M -n lv0 wholevg >/dev/null || fail "whole-disk volume group created"
+lvm_ vgchange -q -an wholevg >/dev/null
+losetup -d "$loopdev"
+udevadm settle
+rm -rf /run/lvm/pvs_online /run/lvm/vgs_online
+qemu-nbd --fork --persistent --shared=8 --read-only --format=raw --pid-file="$tmp/w.pid" \
+	--socket="$tmp/w.sock" --export-name=whole "$tmp/whole.raw" || fail "qemu-nbd (whole disk) starts"
+defer "kill \$(cat '$tmp/w.pid')"
+dev=$("$NBDATTACH" attach --block-size 512 --tag hyg --name whole "nbd+unix:///whole?socket=$tmp/w.sock")
+udevadm settle
+expect_eq "whole-disk PV: no pvscan, no activation, no device-mapper device" "" \
+	"$( { ls /run/lvm/pvs_online/* >/dev/null 2>&1 && echo lvm-pvscan
+	      [ -e /dev/wholevg/lv0 ] && echo vg-active
+	      ls /sys/block | grep -q '^dm-' && echo dm-devices; } | tr '\n' ' ')"
+expect_eq "whole-disk PV: an LVM command still sees the volume group (why the filter is needed)" \
+	wholevg "$(lvm_ vgs --noheadings -o vg_name 2>/dev/null | tr -d ' ' | grep -x wholevg)"
+expect_eq "whole-disk PV: not with the documented global_filter" "" \
+	"$(lvm vgs --config "$LVMCONF devices { global_filter = [ \"r|^/dev/nbd|\" ] }" --noheadings \
+		-o vg_name 2>/dev/null | tr -d ' ' | grep -x wholevg)"
+check "whole-disk PV: detach" "$NBDATTACH" detach "$dev"
+udevadm settle
