@@ -161,7 +161,7 @@ if command -v python3 >/dev/null; then
 	expect_eq "empty export: nbdinfo form prints nothing, exit 0" "0:" "$rc:$out"
 	out=$(nbdinfo --map=qemu:dirty-bitmap:x "$uri" 2>&1)
 	expect_eq "empty export: so does nbdinfo --map" "0:" "$?:$out"
-: the uid checked is the listener's
+	# --server-uid against a server another user started: the uid checked is the listener's
 	# (the system's python3: a root-only interpreter, such as pyenv's, is out of its reach)
 	if [ "$(id -u)" = 0 ] && command -v setpriv >/dev/null && [ -x /usr/bin/python3 ]; then
 		nd=$(mktmpdir)
