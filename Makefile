@@ -168,10 +168,9 @@ install: all
 		install -m 0644 $$m $(DESTDIR)$(MANDIR)/man$$s/; done
 	@# Onto the live system: the loader finds libregionmap.so.0 in LIBDIR only through its
 	@# cache; the module options apply when nbd is next loaded.
-	@if [ -z "$(DESTDIR)" ]; then ldconfig; \
-		if [ "$$(cat /sys/module/nbd/parameters/max_part 2>/dev/null || echo 0)" != 0 ]; then \
-			echo "note: nbd is loaded with max_part != 0; reload it (rmmod nbd) for $(MODPROBEDIR)/nbdattach.conf"; \
-		fi; fi
+	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ]; then PATH="$$PATH:/usr/sbin:/sbin" ldconfig || exit 1; fi
+	@if [ -z "$(DESTDIR)" ] && [ "$$(cat /sys/module/nbd/parameters/max_part 2>/dev/null || echo 0)" != 0 ]; then \
+		echo "note: nbd is loaded with max_part != 0; reload it (rmmod nbd) for $(MODPROBEDIR)/nbdattach.conf"; fi
 
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/nbdattach $(DESTDIR)$(LIBDIR)/libregionmap.* \

@@ -291,7 +291,9 @@ int nbd_trimmer_open(const char *uri, const struct server_pin *pin, int64_t time
 		return nbd_err(why, why_len, "libnbd");
 	if (timeout_ms <= 0)
 		timeout_ms = NBD_TRIMMER_TIMEOUT_MS;
-	r = connect_pinned(h, uri, pin, timeout_ms, why, why_len);
+	/* run's --timeout is the kernel's, up to 49 days: the handshake gets at most the usual. */
+	r = connect_pinned(h, uri, pin, timeout_ms < NBD_HANDSHAKE_TIMEOUT_MS ? timeout_ms :
+			   NBD_HANDSHAKE_TIMEOUT_MS, why, why_len);
 	if (r < 0)
 		return r;
 	size = nbd_get_size(h);
