@@ -12,6 +12,7 @@
 
 #include "blockstatus.h"
 #include "cleanup.h"
+#include "clock.h"
 #include "nbdconn.h"
 #include "pin.h"
 
@@ -21,6 +22,9 @@ DEFINE_CLEANUP(struct nbd_handle *, nbd_close)
  * request boundaries aligned to every granularity up to 1 MiB, and QEMU answers each with at
  * most 131072 extents anyway, so a bigger chunk only means fewer round trips. */
 #define CHUNK (UINT64_C(0xFFF00000))
+
+/* How long the server may take over one reply: QEMU answers from the bitmap in memory. */
+#define BLOCKSTATUS_TIMEOUT_MS 30000
 
 struct blockstatus {
 	struct nbd_handle *nbd;
@@ -275,6 +279,32 @@ out:
 	return w->err ? -1 : 0;
 }
 
+/* One block status request and its reply, within BLOCKSTATUS_TIMEOUT_MS: nbd_block_status()
+ * would wait for good on a server that stopped answering, and run, which maps in its own
+ * process while its signals wait, could then only be SIGKILLed. The request stays in flight
+ * after a timeout: blockstatus_free() then closes without waiting for it. */
+static int request(struct walk *w)
+{
+	struct nbd_handle *nbd = w->bs->nbd;
+	int64_t deadline = now_ms() + BLOCKSTATUS_TIMEOUT_MS, cookie;
+	int r;
+
+	cookie = nbd_aio_block_status(nbd, w->req_len, w->req_off, (nbd_extent_callback){
+			.callback = extent_cb, .user_data = w }, NBD_NULL_COMPLETION, 0);
+	if (cookie == -1)
+		return nbd_fail(w->bs, EIO);
+	while ((r = nbd_aio_command_completed(nbd, cookie)) == 0) {
+		int64_t left = deadline - now_ms();
+
+		if (left <= 0)
+			return fail(w->bs, -ETIMEDOUT, "the server did not answer a block status request "
+				    "within %d s", BLOCKSTATUS_TIMEOUT_MS / 1000);
+		if (nbd_poll(nbd, (int)left) == -1)
+			return nbd_fail(w->bs, EIO);
+	}
+	return r == -1 && !w->err ? nbd_fail(w->bs, EIO) : 0;
+}
+
 static int walk_chunk(struct walk *w)
 {
 	uint64_t start = w->next;
@@ -283,12 +313,11 @@ static int walk_chunk(struct walk *w)
 	w->req_off = start;
 	w->seen = false;
 	w->req_len = w->bs->size - start < CHUNK ? w->bs->size - start : CHUNK;
-	r = nbd_block_status(w->bs->nbd, w->req_len, w->req_off,
-			     (nbd_extent_callback){ .callback = extent_cb, .user_data = w }, 0);
+	r = request(w);
 	if (w->err)
 		return w->err;
-	if (r == -1)
-		return nbd_fail(w->bs, EIO);
+	if (r < 0)
+		return r;
 	if (w->next == start)
 		return fail(w->bs, -EPROTO, "server returned no extents for the bitmap at offset %"
 			    PRIu64 " (no progress)", start);
@@ -331,7 +360,10 @@ void blockstatus_free(struct blockstatus *bs)
 	if (!bs)
 		return;
 	if (bs->nbd) {
-		nbd_shutdown(bs->nbd, 0);   /* polite NBD_CMD_DISC; errors do not matter here */
+		/* A polite NBD_CMD_DISC (errors do not matter here), unless a request timed out:
+		 * nbd_shutdown() would wait for its reply first. */
+		if (nbd_aio_in_flight(bs->nbd) == 0)
+			nbd_shutdown(bs->nbd, 0);
 		nbd_close(bs->nbd);
 	}
 	free(bs->context);

@@ -33,15 +33,17 @@ answers NBD_CMD_BLOCK_STATUS with structured replies that are wrong in the way M
   misaligned      a dirty extent of 4 KiB (granularity 64 KiB)
   slow            like good, on a 1 TiB export, 50 ms per reply: a producer to kill midway
   empty           like good, on an export of size 0
+  stall           completes the handshake, then never answers a block status request
   silent          accepts each connection and never says a word (no greeting)
   hangup          (for attach) closes each connection right after the handshake: the device's
                   connection dies while it is being attached, and the server is still there
 
-Serves connections one after another until killed. Reads the socket path from argv.
+Serves each connection in a thread of its own until killed. Reads the socket path from argv.
 """
 import socket
 import struct
 import sys
+import threading
 import time
 
 NBDMAGIC = b"NBDMAGIC"
@@ -167,6 +169,8 @@ def status_chunk(c, handle, ctx, ext, done):
 
 
 def block_status(c, handle, offset, length):
+    if MODE == "stall":
+        time.sleep(3600)
     if MODE == "no-progress":
         c.sendall(struct.pack(">IHHQI", SREPLY_MAGIC, 1, 0, handle, 0))
         return
@@ -208,12 +212,16 @@ def main():
     s.listen(4)
     while True:
         c, _ = s.accept()
-        try:
-            serve(c)
-        except (EOFError, OSError):
-            pass
-        finally:
-            c.close()
+        threading.Thread(target=handle, args=(c,), daemon=True).start()
+
+
+def handle(c):
+    try:
+        serve(c)
+    except (EOFError, OSError):
+        pass
+    finally:
+        c.close()
 
 
 if __name__ == "__main__":

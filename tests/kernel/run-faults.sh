@@ -11,7 +11,8 @@
 # - the provider's group does not outlive it; a caller ignoring SIGCHLD; exec failures (126,
 #   127); map writers killed by someone else; NBDATTACH_RUN_ID first in a big environment; the
 #   helper killed while it releases a volume whose server died; a provider stuck in a read its
-#   hung server never answers, outliving SIGKILL, is freed by detaching its volume.
+#   hung server never answers, outliving SIGKILL, is freed by detaching its volume; a server
+#   with one client slot, or one that never answers block status: run gives up after 30 s.
 . "$(dirname "$0")/../lib.sh"
 in_vm || { skip "run-faults" "runs only inside the test VM"; exit 0; }
 
@@ -357,3 +358,18 @@ case "$out" in *"cannot map 'nbd+unix:///disk?socket=$tmp/one.sock': the server 
 	pass "one client slot: the map's reason" ;;
 	*) fail "one client slot: the map's reason" "$out" ;; esac
 expect_eq "one client slot: nothing left" "0:" "$(connected):$(state_files)"
+
+# A server that answers the handshake but never a block status request: run's map (in its own
+# process, its signals held) gives up after the 30 s a reply gets, exit 125, nothing left.
+python3 "$TOP/tests/helpers/hostile-nbd.py" "$tmp/stall.sock" stall &
+defer "kill $! 2>/dev/null"
+wait_for_file "$tmp/stall.sock"
+out=$(timeout 120 "$NBDATTACH" run --tag stall --volume "name=a,bitmap=x,uri=nbd+unix:///?socket=$tmp/stall.sock" \
+	-- true 2>&1)
+rc=$?
+udevadm settle
+expect_eq "block status never answered: run exits 125" 125 "$rc"
+case "$out" in *"the server did not answer a block status request within 30 s"*)
+	pass "block status never answered: the map's reason" ;;
+	*) fail "block status never answered: the map's reason" "$out" ;; esac
+expect_eq "block status never answered: nothing left" "0:" "$(connected):$(state_files)"
