@@ -117,7 +117,7 @@ $(BUILD)/fuzz/claim-parse: src/nbdattach/claims.c src/nbdattach/state.c src/nbda
 $(BUILD)/fuzz/claim-parse: FUZZ_LIBS = $(shell $(PKG_CONFIG) --cflags --libs mount)
 $(BUILD)/fuzz/ack-parse: src/nbdattach/ack.c src/nbdattach/devices.c
 $(BUILD)/fuzz/ack-parse: FUZZ_LIBS = $(shell $(PKG_CONFIG) --cflags --libs mount)
-$(BUILD)/fuzz/run-parse: src/nbdattach/runs.c src/nbdattach/state.c src/nbdattach/devices.c
+$(BUILD)/fuzz/run-parse: src/nbdattach/runs.c src/nbdattach/state.c src/nbdattach/devices.c src/nbdattach/children.c
 $(BUILD)/fuzz/run-parse: FUZZ_LIBS = $(shell $(PKG_CONFIG) --cflags --libs mount)
 $(BUILD)/fuzz/uri-pin: src/nbdattach/pin.c
 $(BUILD)/fuzz/uri-pin: FUZZ_LIBS = $(shell $(PKG_CONFIG) --cflags --libs libnbd)

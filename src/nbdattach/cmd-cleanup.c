@@ -6,7 +6,6 @@
  * Without, it also disconnects our devices that nothing accounts for any more: left by a
  * helper that was killed between CONNECT and its journal entry, or whose server is gone.
  */
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -28,8 +27,6 @@
 #include "ownership.h"
 #include "runs.h"
 #include "teardown.h"
-
-DEFINE_CLEANUP(DIR *, closedir)
 
 struct cleanup_opts {
 	const char *device;
@@ -161,57 +158,15 @@ static int check_ours(const struct cleanup_opts *o, const struct dev_info *i)
 	return 0;
 }
 
-/* Does process PID carry NBDATTACH_RUN_ID=ID in its environment (a run's child or one of
- * their descendants)? */
-static bool has_run_id(const char *pid, const char *id)
-{
-	char path[64], buf[65536], want[80];
-	_cleanup_close_ int fd = -1;
-	ssize_t n;
-	size_t wl;
-
-	snprintf(path, sizeof(path), "/proc/%s/environ", pid);
-	snprintf(want, sizeof(want), "NBDATTACH_RUN_ID=%s", id);
-	wl = strlen(want) + 1; /* with its NUL */
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return false;
-	n = read(fd, buf, sizeof(buf) - 1);
-	if (n <= 0)
-		return false;
-	buf[n] = 0;
-	for (char *p = buf; p < buf + n; p += strlen(p) + 1)
-		if ((size_t)(buf + n - p) >= wl - 1 && !strcmp(p, want))
-			return true;
-	return false;
-}
-
-/* SIGKILLs PID if it carries run id ID or, ID NULL, if it is the process that started at START
- * (0, unknown: never); never ourselves. The pidfd is opened first, so the process checked is
- * the one killed, whoever gets the pid after. */
-static void kill_checked(pid_t pid, uint64_t start, const char *pid_name, const char *id)
-{
-	_cleanup_close_ int fd = -1;
-
-	if (pid <= 0 || pid == getpid() || (!id && !start) || child_pidfd(pid, &fd) < 0)
-		return;
-	if (id ? has_run_id(pid_name, id) : proc_is(pid, start))
-		(void)child_signal(fd, SIGKILL);
-}
-
 /* Kills every process of a dead run: its recorded children and whatever inherited its id. */
 static void kill_run_processes(const struct run_rec *rr)
 {
-	_cleanup_(closedirp) DIR *d = opendir("/proc");
 	char id[48];
-	struct dirent *de;
 
 	for (unsigned k = 0; k < rr->n_children; k++)
-		kill_checked((pid_t)rr->children[k].pid, rr->children[k].start, NULL, NULL);
+		run_kill_started((pid_t)rr->children[k].pid, rr->children[k].start);
 	snprintf(id, sizeof(id), "%" PRId64 ":%" PRIu64, rr->pid, rr->start);
-	while (d && (de = readdir(d)))
-		if (de->d_name[0] >= '1' && de->d_name[0] <= '9')
-			kill_checked((pid_t)atol(de->d_name), 0, de->d_name, id);
+	run_kill_id(id, NULL, 0);
 }
 
 static void reap_runs(void)

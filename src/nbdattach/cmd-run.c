@@ -413,15 +413,29 @@ static void read_signals(struct run *run)
 		forward_signal(run, (int)si.ssi_signo);
 }
 
+/* Whatever the provider started that left its process group (setsid, a daemon) still carries
+ * our run id: killed too, but for our map writers (reaped, and judged, at release). */
+static void kill_strays(const struct run *run)
+{
+	pid_t spare[RUN_VOLUMES_MAX];
+	size_t n = 0;
+
+	for (unsigned i = 0; i < run->o.n; i++)
+		if (run->o.vol[i].map_pid > 0)
+			spare[n++] = run->o.vol[i].map_pid;
+	run_kill_id(run->run_id, spare, n);
+}
+
 /* The provider, its process group's leader, exited (or must go). Until it is reaped its zombie
  * keeps the group id from being reused, so whatever is left of the group (members that ignored
- * a forwarded signal, background jobs) is killed first: nothing of the provider outlives the
- * run. */
+ * a forwarded signal, background jobs) is killed first, and then what left the group: nothing
+ * of the provider outlives the run. */
 static void provider_exited(struct run *run)
 {
 	kill(-run->provider, SIGKILL);
 	if (child_reap(run->provider, &run->provider_status) < 0)
 		run->provider_status = 255 << 8;
+	kill_strays(run);
 	run->provider_done = true;
 	run->kill_at_ms = -1;
 	run->release_at_ms = -1;

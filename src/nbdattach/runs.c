@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,10 +12,13 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "children.h"
 #include "cleanup.h"
 #include "devices.h"
 #include "runs.h"
 #include "state.h"
+
+DEFINE_CLEANUP(DIR *, closedir)
 
 static int parse_dec(const char *v, uint64_t max, uint64_t *ret)
 {
@@ -236,4 +241,65 @@ bool helper_alive(pid_t pid, uint64_t start_ticks, int64_t written)
 		return proc_is(pid, start_ticks);
 	start = started_at(pid);
 	return written < 0 || start < 0 || start <= written + 2; /* the clocks' rounding */
+}
+
+/* Does process PID carry NBDATTACH_RUN_ID=ID in its environment (a run's child or one of
+ * their descendants)? */
+static bool has_run_id(const char *pid, const char *id)
+{
+	char path[64], buf[65536], want[80];
+	_cleanup_close_ int fd = -1;
+	ssize_t n;
+	size_t wl;
+
+	snprintf(path, sizeof(path), "/proc/%s/environ", pid);
+	snprintf(want, sizeof(want), "NBDATTACH_RUN_ID=%s", id);
+	wl = strlen(want) + 1; /* with its NUL */
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return false;
+	n = read(fd, buf, sizeof(buf) - 1);
+	if (n <= 0)
+		return false;
+	buf[n] = 0;
+	for (char *p = buf; p < buf + n; p += strlen(p) + 1)
+		if ((size_t)(buf + n - p) >= wl - 1 && !strcmp(p, want))
+			return true;
+	return false;
+}
+
+/* SIGKILLs PID if it carries run id ID or, ID NULL, if it is the process that started at START
+ * (0, unknown: never); never ourselves. The pidfd is opened first, so the process checked is
+ * the one killed, whoever gets the pid after. */
+static void kill_checked(pid_t pid, uint64_t start, const char *pid_name, const char *id)
+{
+	_cleanup_close_ int fd = -1;
+
+	if (pid <= 0 || pid == getpid() || (!id && !start) || child_pidfd(pid, &fd) < 0)
+		return;
+	if (id ? has_run_id(pid_name, id) : proc_is(pid, start))
+		(void)child_signal(fd, SIGKILL);
+}
+
+void run_kill_started(pid_t pid, uint64_t start)
+{
+	kill_checked(pid, start, NULL, NULL);
+}
+
+void run_kill_id(const char *id, const pid_t *spare, size_t n_spare)
+{
+	_cleanup_(closedirp) DIR *d = opendir("/proc");
+	struct dirent *de;
+
+	while (d && (de = readdir(d))) {
+		pid_t pid = (pid_t)atol(de->d_name);
+		size_t k = 0;
+
+		if (de->d_name[0] < '1' || de->d_name[0] > '9')
+			continue;
+		while (k < n_spare && spare[k] != pid)
+			k++;
+		if (k == n_spare)
+			kill_checked(pid, 0, de->d_name, id);
+	}
 }

@@ -48,4 +48,12 @@ bool proc_is(pid_t pid, uint64_t start);
  * record. Start ticks are read in our own time namespace: nbdattach runs in the host's. */
 bool helper_alive(pid_t pid, uint64_t start, int64_t written);
 
+/* SIGKILLs PID if it still is the process that started at START (0, unknown: never). */
+void run_kill_started(pid_t pid, uint64_t start);
+/* SIGKILLs every process that carries NBDATTACH_RUN_ID=ID (PID:START of a run's helper) in its
+ * environment, but ourselves and the N_SPARE pids of SPARE: a run's children and whatever they
+ * started, those that left the provider's process group (setsid, daemons) included. Each is
+ * checked through a pidfd opened first, so a recycled pid is never killed. */
+void run_kill_id(const char *id, const pid_t *spare, size_t n_spare);
+
 #endif

@@ -8,11 +8,12 @@
 #   configured timeouts, the device is released;
 # - SIGTERM is forwarded to the provider, SIGKILL follows after --grace;
 # - a parent with children of its own gets them back untouched;
-# - the provider's group does not outlive it; a caller ignoring SIGCHLD; exec failures (126,
-#   127); map writers killed by someone else; NBDATTACH_RUN_ID first in a big environment; the
-#   helper killed while it releases a volume whose server died; a provider stuck in a read its
-#   hung server never answers, outliving SIGKILL, is freed by detaching its volume; a server
-#   with one client slot, or one that never answers block status: run gives up after 30 s.
+# - the provider's group does not outlive it, nor what left the group; a caller ignoring
+#   SIGCHLD; exec failures (126, 127); map writers killed by someone else; NBDATTACH_RUN_ID
+#   first in a big environment; the helper killed while it releases a volume whose server
+#   died; a provider stuck in a read its hung server never answers, outliving SIGKILL, is freed
+#   by detaching its volume; a server with one client slot, or one that never answers block
+#   status: run gives up after 30 s.
 . "$(dirname "$0")/../lib.sh"
 in_vm || { skip "run-faults" "runs only inside the test VM"; exit 0; }
 
@@ -248,6 +249,12 @@ expect_eq "group member surviving its leader: run exits 0" 0 "$?"
 for i in $(seq 50); do pgrep -f 'sleep 765432' >/dev/null || break; sleep 0.1; done
 expect_eq "group member surviving its leader: killed when the leader exits" "" "$(pgrep -f 'sleep 765432')"
 pkill -KILL -f 'sleep 765432'
+# What left the provider's group (setsid, as a daemon does) is killed too: it carries the run id.
+"$NBDATTACH" run --tag esc "${vols[@]}" -- sh -c 'setsid sleep 765433 </dev/null >/dev/null 2>&1 & exit 0' >/dev/null 2>&1
+expect_eq "a process that left the provider's group: run exits 0" 0 "$?"
+for i in $(seq 50); do pgrep -f 'sleep 765433' >/dev/null || break; sleep 0.1; done
+expect_eq "a process that left the provider's group: killed when the provider exits" "" "$(pgrep -f 'sleep 765433')"
+pkill -KILL -f 'sleep 765433'
 
 # A caller that ignores SIGCHLD (inherited across exec): the kernel must not reap our children
 # behind our back, the provider's status still comes through, map writers still count.
