@@ -6,8 +6,9 @@
 # link and ends the device's monitor.  A second detach, detach --tag and cleanup leave the
 # device alone (no second NBD_DISCONNECT).  At the last close the kernel releases the minor
 # and udev's cleanup --device removes the record.  The same when the server dies and the
-# monitor detaches the device, and when run ends while a process outside its group holds a
-# volume; a process of the provider's group that run kills is not taken for a holder.
+# monitor detaches the device, and when run ends while a process outside its group, without its
+# run id, holds a volume; a process of the provider's group that run kills is not taken for a
+# holder.
 . "$(dirname "$0")/../lib.sh"
 in_vm || { skip "detach-held" "runs only inside the test VM"; exit 0; }
 command -v pgrep >/dev/null 2>&1 || { fail "pgrep is installed (procps, tests/setup-deps)" "missing"; exit 1; }
@@ -131,7 +132,8 @@ released_state c "$n"
 
 # --- run: a reader in the provider's group is not a holder, though the helper's SIGKILL leaves
 # it closing the device only after freeing 768 MiB (the kernel frees memory before files); a
-# reader that left the group with its own session is.
+# reader that left the group with its own session and dropped the run id (run kills whatever
+# carries it) is.
 cat > "$tmp/provider" <<EOF
 #!/bin/bash
 python3 -c 'import sys, time
@@ -139,7 +141,7 @@ b = bytearray(768 << 20)
 open(sys.argv[1], "w").close()
 time.sleep(600)' "$tmp/big-ready" < /dev/nbdattach/h/d &
 echo \$! > "$tmp/big.pid"
-setsid -f sleep 601 < /dev/nbdattach/h/e 3>&- 4>&- 5>&-
+env -u NBDATTACH_RUN_ID setsid -f sleep 601 < /dev/nbdattach/h/e 3>&- 4>&- 5>&-
 while [ ! -e "$tmp/big-ready" ]; do sleep 0.1; done
 exit 0
 EOF
