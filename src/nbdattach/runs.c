@@ -244,27 +244,35 @@ bool helper_alive(pid_t pid, uint64_t start_ticks, int64_t written)
 }
 
 /* Does process PID carry NBDATTACH_RUN_ID=ID in its environment (a run's child or one of
- * their descendants)? */
+ * their descendants)? Read to its end: a shell between the provider and a descendant puts the
+ * variables in an order of its own, and an environment may be megabytes long. Only a whole
+ * entry matches, never a prefix of a longer id. */
 static bool has_run_id(const char *pid, const char *id)
 {
 	char path[64], buf[65536], want[80];
 	_cleanup_close_ int fd = -1;
+	size_t wl, at = 0; /* bytes of the current entry that matched WANT so far */
+	bool miss = false; /* the current entry already differs */
 	ssize_t n;
-	size_t wl;
 
 	snprintf(path, sizeof(path), "/proc/%s/environ", pid);
 	snprintf(want, sizeof(want), "NBDATTACH_RUN_ID=%s", id);
-	wl = strlen(want) + 1; /* with its NUL */
+	wl = strlen(want);
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return false;
-	n = read(fd, buf, sizeof(buf) - 1);
-	if (n <= 0)
-		return false;
-	buf[n] = 0;
-	for (char *p = buf; p < buf + n; p += strlen(p) + 1)
-		if ((size_t)(buf + n - p) >= wl - 1 && !strcmp(p, want))
-			return true;
+	while ((n = read(fd, buf, sizeof(buf))) > 0)
+		for (ssize_t i = 0; i < n; i++) {
+			if (buf[i] == '\0') {
+				if (!miss && at == wl)
+					return true;
+				at = 0, miss = false;
+			} else if (!miss && at < wl && buf[i] == want[at]) {
+				at++;
+			} else {
+				miss = true;
+			}
+		}
 	return false;
 }
 

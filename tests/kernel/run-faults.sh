@@ -255,6 +255,18 @@ expect_eq "a process that left the provider's group: run exits 0" 0 "$?"
 for i in $(seq 50); do pgrep -f 'sleep 765433' >/dev/null || break; sleep 0.1; done
 expect_eq "a process that left the provider's group: killed when the provider exits" "" "$(pgrep -f 'sleep 765433')"
 pkill -KILL -f 'sleep 765433'
+# Also when the id comes after 64 KiB of other variables; and only the whole id: a process
+# whose id merely starts with ours is another run's (here: one that changed it, and so escapes).
+"$NBDATTACH" run --tag esc "${vols[@]}" -- sh -c '
+	big=$(head -c 70000 /dev/zero | tr "\0" x)
+	env -i BIG="$big" NBDATTACH_RUN_ID="$NBDATTACH_RUN_ID" setsid sleep 765434 </dev/null >/dev/null 2>&1 &
+	env NBDATTACH_RUN_ID="${NBDATTACH_RUN_ID}0" setsid sleep 765435 </dev/null >/dev/null 2>&1 &
+	sleep 0.5; exit 0' >/dev/null 2>&1
+expect_eq "run id after 64 KiB of environment: run exits 0" 0 "$?"
+for i in $(seq 50); do pgrep -f 'sleep 765434' >/dev/null || break; sleep 0.1; done
+expect_eq "run id after 64 KiB of environment: killed" "" "$(pgrep -f 'sleep 765434')"
+expect_eq "an id that only starts with the run's: not killed" 1 "$(pgrep -f 'sleep 765435' | wc -l)"
+pkill -KILL -f 'sleep 76543[45]'
 
 # A caller that ignores SIGCHLD (inherited across exec): the kernel must not reap our children
 # behind our back, the provider's status still comes through, map writers still count.
