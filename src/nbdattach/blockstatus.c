@@ -296,6 +296,8 @@ static int request(struct walk *w)
 	while ((r = nbd_aio_command_completed(nbd, cookie)) == 0) {
 		int64_t left = deadline - now_ms();
 
+		if (w->err) /* a refused chunk: its reason, not a timeout, whatever comes after */
+			return w->err;
 		if (left <= 0)
 			return fail(w->bs, -ETIMEDOUT, "the server did not answer a block status request "
 				    "within %d s", BLOCKSTATUS_TIMEOUT_MS / 1000);
@@ -359,13 +361,7 @@ void blockstatus_free(struct blockstatus *bs)
 {
 	if (!bs)
 		return;
-	if (bs->nbd) {
-		/* A polite NBD_CMD_DISC (errors do not matter here), unless a request timed out:
-		 * nbd_shutdown() would wait for its reply first. */
-		if (nbd_aio_in_flight(bs->nbd) == 0)
-			nbd_shutdown(bs->nbd, 0);
-		nbd_close(bs->nbd);
-	}
+	nbd_close_now(bs->nbd); /* never waits: the server may be one that stopped answering */
 	free(bs->context);
 	free(bs);
 }

@@ -446,12 +446,11 @@ void nbd_trimmer_close(struct nbd_trimmer *t)
 {
 	if (!t)
 		return;
-	/* A healthy idle connection gets NBD_CMD_DISC, queued without waiting (the socket takes
-	 * it at once); anything else is just closed. Never nbd_shutdown(): it waits for the
-	 * server, which may be the one that stopped answering. */
-	if (!t->error && !t->n && nbd_aio_is_ready(t->h) == 1)
-		(void)nbd_aio_disconnect(t->h, 0);
-	nbd_close(t->h);
+	/* A failed trimmer's connection is just closed. */
+	if (t->error)
+		nbd_close(t->h);
+	else
+		nbd_close_now(t->h);
 	free(t->q);
 	free(t);
 }

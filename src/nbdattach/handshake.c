@@ -230,7 +230,7 @@ static int check_bitmap(const char *uri, const char *bitmap)
 			 bitmap, strlen(bitmap) > 64 ? "..." : "");
 		return -ENOENT;
 	}
-	nbd_shutdown(h, 0);
+	nbd_close_now(TAKE_PTR(h));
 	return 0;
 }
 
@@ -385,6 +385,6 @@ bool hs_server_gone(const char *uri, const struct server_pin *pin, int timeout_m
 	}
 	if (pin && pin->known && pin_peer(h, pin, &seen) == -ESTALE && ret_replaced)
 		*ret_replaced = true;
-	nbd_shutdown(h, 0);
+	nbd_close_now(TAKE_PTR(h));
 	return false;
 }

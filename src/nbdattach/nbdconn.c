@@ -26,3 +26,12 @@ int nbd_connect_within(struct nbd_handle *h, const char *uri, int64_t timeout_ms
 	}
 	return 0;
 }
+
+void nbd_close_now(struct nbd_handle *h)
+{
+	if (!h)
+		return;
+	if (nbd_aio_is_ready(h) == 1 && nbd_aio_in_flight(h) == 0)
+		(void)nbd_aio_disconnect(h, 0);
+	nbd_close(h);
+}

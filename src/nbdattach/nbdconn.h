@@ -20,4 +20,9 @@ struct nbd_handle;
  * (nbd_get_error(), nbd_get_errno()) saying how. */
 int nbd_connect_within(struct nbd_handle *h, const char *uri, int64_t timeout_ms);
 
+/* Closes H without ever waiting for the server: an idle, ready connection gets NBD_CMD_DISC
+ * queued (the socket takes it at once), anything else is just closed. nbd_shutdown() would
+ * wait for the server to close its end, which a server that stopped answering never does. */
+void nbd_close_now(struct nbd_handle *h);
+
 #endif

@@ -33,7 +33,8 @@ answers NBD_CMD_BLOCK_STATUS with structured replies that are wrong in the way M
   misaligned      a dirty extent of 4 KiB (granularity 64 KiB)
   slow            like good, on a 1 TiB export, 50 ms per reply: a producer to kill midway
   empty           like good, on an export of size 0
-  stall           completes the handshake, then never answers a block status request
+  stall           completes the handshake, then never answers a request, nor closes on
+                  NBD_CMD_DISC
   silent          accepts each connection and never says a word (no greeting)
   hangup          (for attach) closes each connection right after the handshake: the device's
                   connection dies while it is being attached, and the server is still there
@@ -169,8 +170,6 @@ def status_chunk(c, handle, ctx, ext, done):
 
 
 def block_status(c, handle, offset, length):
-    if MODE == "stall":
-        time.sleep(3600)
     if MODE == "no-progress":
         c.sendall(struct.pack(">IHHQI", SREPLY_MAGIC, 1, 0, handle, 0))
         return
@@ -195,6 +194,8 @@ def serve(c):
     requests = 0
     while True:
         magic, _flags, cmd, handle, offset, length = struct.unpack(">IHHQQI", recv_exact(c, 28))
+        if MODE == "stall":
+            time.sleep(3600)
         if magic != REQ_MAGIC or cmd == CMD_DISC:
             return
         if cmd == CMD_BLOCK_STATUS:

@@ -40,3 +40,9 @@ expect_eq "map, a server that never answers block status: exit 1 with the reason
 	"$(cat "$dir/stall.rc"):$(cat "$dir/stall.out")"
 expect_eq "all gave up after the 30 s, not before ($took s)" yes \
 	"$(awk -v s="$took" 'BEGIN { print (s >= 29 && s < 60) ? "yes" : "no" }')"
+
+# A full map asks the stalled server nothing, and then says goodbye without waiting for it
+# (a polite disconnect waits for the server to close its end, which it never does).
+out=$(timeout 20 "$NBDATTACH" map "$stall" --full --format text 2>&1)
+expect_eq "full map of a stalled server: done, without waiting for its goodbye" "0:0 1048576
+end 1 1048576" "$?:$out"
