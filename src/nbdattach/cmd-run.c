@@ -181,7 +181,7 @@ static char *describe(const struct run *run)
 extern char **environ;
 
 /* Our environment plus NBDATTACH_RUN and NBDATTACH_RUN_ID (ours replace inherited ones). The
- * id comes first: cleanup looks for it only in the first 64 KiB of /proc/PID/environ. */
+ * id comes first, where a look at the start of /proc/PID/environ (ps e) finds it. */
 static char **provider_env(const struct run *run, char **ret_desc, char **ret_id)
 {
 	size_t n = 0, k = 0;

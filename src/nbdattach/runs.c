@@ -273,7 +273,7 @@ static bool has_run_id(const char *pid, const char *id)
 				miss = true;
 			}
 		}
-	return false;
+	return !miss && at == wl; /* a last entry without its NUL (an environment rewritten) */
 }
 
 /* SIGKILLs PID if it carries run id ID or, ID NULL, if it is the process that started at START
