@@ -20,9 +20,10 @@ struct server_pin;
 /*
  * Connect to uri with structured replies and, if context is not NULL, that meta context.
  * *ret is set even on failure, so the caller can read blockstatus_error(); free it with
- * blockstatus_free(). -ENOENT: the export does not offer the context;
- * -ESTALE: SERVER (when not NULL and known) names another uid than the one that created the
- * listening unix socket (pin.h); -EPROTO: the kernel does not say who did.
+ * blockstatus_free(). -ENOENT: the export does not offer the context; -ETIMEDOUT: the server
+ * did not complete the handshake in 30 s (nbdconn.h); -ESTALE: SERVER (when not NULL and
+ * known) names another uid than the one that created the listening unix socket (pin.h);
+ * -EPROTO: the kernel does not say who did.
  */
 int blockstatus_connect(const char *uri, const char *context, const struct server_pin *server,
 			struct blockstatus **ret);
@@ -32,9 +33,10 @@ uint64_t blockstatus_size(const struct blockstatus *bs);
 /* The reason for the last failure, or NULL. */
 const char *blockstatus_error(const struct blockstatus *bs);
 
-/* Walk the whole export, validating every reply; -EPROTO on a hostile reply (a second status
- * chunk for the context, an extent past the export, or one other than the reply's last past
- * the request). The last extent may run past the request (NBD spec): FN sees it cut there. */
+/* Walk the whole export, validating every reply (each within 30 s, else -ETIMEDOUT); -EPROTO
+ * on a hostile reply (a second status chunk for the context, an extent past the export, or
+ * one other than the reply's last past the request). The last extent may run past the
+ * request (NBD spec): FN sees it cut there. */
 int blockstatus_walk(struct blockstatus *bs, blockstatus_fn fn, void *opaque);
 
 void blockstatus_free(struct blockstatus *bs);

@@ -362,33 +362,30 @@ for i in $(seq 50); do [ -z "$(leftovers deadfault)" ] && break; sleep 0.1; done
 expect_eq "killed at detach of a dead volume, then cleanup: exit 137, no device, state or child" \
 	"137:0::" "$rc:$(connected):$(state_files):$(leftovers deadfault)"
 
+# gives_up WHAT VOLUME REASON: run on VOLUME (--volume's spec) ends after its 30 s with exit 125,
+# REASON among its lines, and nothing left (before: it waited for good, its signals held).
+gives_up() {
+	local out rc
+	out=$(timeout 120 "$NBDATTACH" run --tag gives-up --volume "$2" -- true 2>&1)
+	rc=$?
+	udevadm settle
+	expect_eq "$1: run exits 125" 125 "$rc"
+	case "$out" in *"$3"*) pass "$1: the map's reason" ;; *) fail "$1: the map's reason" "$out" ;; esac
+	expect_eq "$1: nothing left" "0:" "$(connected):$(state_files)"
+}
+
 # qemu-nbd's default --shared=1: the device's connection takes the only client slot, and the
-# map's waits in the listen backlog for a greeting. run gives up on it after the 30 s the
-# handshake gets, exit 125, and leaves nothing (before: it waited for good, its signals held).
+# map's waits in the listen backlog for a greeting that the handshake's 30 s bound.
 qemu-nbd --fork --persistent --read-only --format=raw --pid-file="$tmp/one.pid" \
 	--socket="$tmp/one.sock" --export-name=disk "$tmp/disk.raw" || fail "qemu-nbd --shared=1 starts"
 defer "kill \$(cat '$tmp/one.pid') 2>/dev/null"
-out=$(timeout 120 "$NBDATTACH" run --tag one --volume "name=a,uri=nbd+unix:///disk?socket=$tmp/one.sock" \
-	-- true 2>&1)
-rc=$?
-udevadm settle
-expect_eq "one client slot: run exits 125" 125 "$rc"
-case "$out" in *"cannot map 'nbd+unix:///disk?socket=$tmp/one.sock': the server did not complete the handshake in 30 s"*)
-	pass "one client slot: the map's reason" ;;
-	*) fail "one client slot: the map's reason" "$out" ;; esac
-expect_eq "one client slot: nothing left" "0:" "$(connected):$(state_files)"
+gives_up "one client slot" "name=a,uri=nbd+unix:///disk?socket=$tmp/one.sock" \
+	"cannot map 'nbd+unix:///disk?socket=$tmp/one.sock': the server did not complete the handshake in 30 s"
 
-# A server that answers the handshake but never a block status request: run's map (in its own
-# process, its signals held) gives up after the 30 s a reply gets, exit 125, nothing left.
+# A server that answers the handshake but never a block status request: run's map, in its own
+# process, waits 30 s for a reply.
 python3 "$TOP/tests/helpers/hostile-nbd.py" "$tmp/stall.sock" stall &
 defer "kill $! 2>/dev/null"
 wait_for_file "$tmp/stall.sock"
-out=$(timeout 120 "$NBDATTACH" run --tag stall --volume "name=a,bitmap=x,uri=nbd+unix:///?socket=$tmp/stall.sock" \
-	-- true 2>&1)
-rc=$?
-udevadm settle
-expect_eq "block status never answered: run exits 125" 125 "$rc"
-case "$out" in *"the server did not answer a block status request within 30 s"*)
-	pass "block status never answered: the map's reason" ;;
-	*) fail "block status never answered: the map's reason" "$out" ;; esac
-expect_eq "block status never answered: nothing left" "0:" "$(connected):$(state_files)"
+gives_up "block status never answered" "name=a,bitmap=x,uri=nbd+unix:///?socket=$tmp/stall.sock" \
+	"the server did not answer a block status request within 30 s"
